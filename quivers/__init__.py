@@ -1,0 +1,28 @@
+"""quivers: PyTorch-native variational inference.
+
+Models are :class:`MonadicProgram` modules declared as step specs; guides are
+``nn.Module`` s in :mod:`quivers.guides`; objectives, ``SVI`` and ``Predictive`` live in
+:mod:`quivers.infer`; Lightning integration in :mod:`quivers.lightning`.
+"""
+
+from . import errors
+from ._version import __version__
+from .program import (
+    Deterministic,
+    Factor,
+    ImproperUniform,
+    Latent,
+    MonadicProgram,
+    Observed,
+    Param,
+    Plate,
+    Site,
+    Trace,
+)
+from .validation import enable_validation, is_validation_enabled, validation_enabled
+
+__all__ = [
+    "__version__", "errors", "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic",
+    "Factor", "Param", "ImproperUniform", "Trace", "Site", "enable_validation",
+    "is_validation_enabled", "validation_enabled",
+]

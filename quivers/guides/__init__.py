@@ -1,0 +1,25 @@
+"""Guides: variational distributions as ``nn.Module`` s.
+
+Every automatic guide builds all of its parameters in ``__init__`` from the model's
+step specs, through the shared :class:`LatentRegistry`.
+"""
+
+from .auto import AutoGuide
+from .delta import AutoDelta, AutoDeltaGuide
+from .guide import Guide
+from .initialization import (
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+    init_to_uniform,
+    init_to_value,
+)
+from .normal import AutoNormal, AutoNormalGuide
+from .registry import LatentRegistry, LatentSite
+
+__all__ = [
+    "Guide", "AutoGuide", "AutoNormalGuide", "AutoNormal", "AutoDeltaGuide", "AutoDelta",
+    "LatentRegistry", "LatentSite", "init_to_median", "init_to_mean", "init_to_feasible",
+    "init_to_uniform", "init_to_value", "init_to_sample",
+]

@@ -1,0 +1,85 @@
+"""``Predictive``: prior and posterior predictive samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import BatchError
+from ..guides.guide import Guide
+from ..program import MonadicProgram
+
+__all__ = ["Predictive"]
+
+
+class Predictive:
+    """Draw predictive samples of a model's sites (Pyro's ``Predictive``).
+
+    With a ``guide``, latent sites are drawn from the guide (posterior predictive);
+    without one, from the prior. Observed sites are then drawn from the model given
+    those latents, and deterministic sites recomputed. Observed values in the batch are
+    ignored; program inputs (``x``) are used. Subsampled plates are evaluated on the
+    full batch.
+
+    Parameters
+    ----------
+    model : MonadicProgram
+        The model.
+    guide : Guide, optional
+        Posterior approximation; prior predictive when omitted.
+    num_samples : int
+        Number of draws (vectorised along a leading dimension).
+    return_sites : sequence of str, optional
+        Sites to return; by default every observed and deterministic site (and the
+        latent sites too when no guide is given).
+
+    Raises
+    ------
+    BatchError
+        On a name in ``return_sites`` that is not a site of the model.
+    """
+
+    def __init__(
+        self,
+        model: MonadicProgram,
+        guide: Guide | None = None,
+        num_samples: int = 1000,
+        return_sites: Sequence[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.guide = guide
+        self.num_samples = int(num_samples)
+        names = {s.name for s in model.steps} | set(model.latent_names)
+        if return_sites is not None:
+            unknown = [n for n in return_sites if n not in names]
+            if unknown:
+                raise BatchError(f"return_sites: {unknown} are not sites of {type(model).__name__}")
+        self.return_sites = list(return_sites) if return_sites is not None else None
+
+    @torch.no_grad()
+    def __call__(self, batch: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """Draw the samples.
+
+        Returns
+        -------
+        dict
+            ``{site: tensor}`` of shape ``(num_samples,) + batch_shape + event_shape``.
+        """
+        observed = set(self.model.observed_names)
+        inputs = {k: v for k, v in (batch or {}).items() if k not in observed}
+        prepared = self.model.prepare(inputs, subsample=False)
+        ss = torch.Size((self.num_samples,))
+        z = self.guide.sample_posterior(prepared, ss) if self.guide is not None else {}
+        tr = self.model.trace(prepared, z, ss, sample_latent=self.guide is None, sample_observed=True)
+        if self.return_sites is not None:
+            wanted = self.return_sites
+        else:
+            kinds = ("observed", "deterministic") if self.guide is not None else ("observed", "deterministic", "latent")
+            wanted = [n for n, s in tr.items() if s.kind in kinds]
+        out = {}
+        for n in wanted:
+            v = tr[n].value if n in tr else z[n]
+            out[n] = v.expand(ss + v.shape[v.dim() - (v.dim() - len(ss)):]) if v.dim() >= len(ss) else v
+        return out

@@ -1,0 +1,75 @@
+"""``SVI``: the plain stochastic variational inference loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..guides.guide import Guide
+from ..program import MonadicProgram
+from .elbo import ELBO, Trace_ELBO
+
+__all__ = ["SVI"]
+
+
+class SVI:
+    """Stochastic variational inference: one optimizer step of an ELBO per call.
+
+    Parameters
+    ----------
+    model : MonadicProgram
+        The model.
+    guide : Guide
+        The guide.
+    optim : torch.optim.Optimizer
+        Optimizer over the guide's parameters. Model parameters (``Param`` steps and
+        submodules used by step functions) missing from it are added as a new parameter
+        group with the first group's hyper-parameters, so they train with the guide's
+        (as Pyro's param store does).
+    loss : ELBO
+        The objective (default ``Trace_ELBO()``).
+
+    Examples
+    --------
+    >>> svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.01), Trace_ELBO())
+    >>> for _ in range(2000):
+    ...     loss = svi.step(batch)
+    """
+
+    def __init__(
+        self, model: MonadicProgram, guide: Guide, optim: torch.optim.Optimizer, loss: ELBO | None = None,
+    ) -> None:
+        self.model = model
+        self.guide = guide
+        self.optim = optim
+        self.loss = loss if loss is not None else Trace_ELBO()
+        have = {id(p) for g in optim.param_groups for p in g["params"]}
+        missing = [p for p in model.parameters() if p.requires_grad and id(p) not in have]
+        if missing:
+            optim.add_param_group({"params": missing})
+
+    def step(self, batch: Mapping[str, Any] | None = None) -> float:
+        """Take one gradient step on the loss.
+
+        Returns
+        -------
+        float
+            The loss (negative ELBO) before the step.
+
+        Raises
+        ------
+        QuiversError
+            On invalid input, before any parameter changes.
+        """
+        self.optim.zero_grad(set_to_none=True)
+        loss = self.loss(self.model, self.guide, batch)
+        loss.backward()
+        self.optim.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def evaluate_loss(self, batch: Mapping[str, Any] | None = None) -> float:
+        """The loss without taking a step (no gradients)."""
+        return float(self.loss(self.model, self.guide, batch))
