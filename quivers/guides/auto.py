@@ -60,7 +60,10 @@ class AutoGuide(Guide):
         return LatentRegistry.check_value(site, value, "initial value")
 
     def _prepare(self, batch: Batch) -> PreparedBatch:
-        return self.model.prepare(batch)
+        """Validate a batch for the guide. Objectives hand over batches the model already
+        prepared (and subsampled); a direct call (``median()``, ``sample_posterior(b)``)
+        covers the full plates."""
+        return self.model.prepare(batch, subsample=False)
 
     @staticmethod
     def _sample_shape(sample_shape: torch.Size | Sequence[int]) -> torch.Size:

@@ -52,7 +52,7 @@ class ImproperUniform(Distribution):
     def support(self) -> constraints.Constraint:
         return self._support
 
-    def expand(self, batch_shape, _instance=None) -> "ImproperUniform":
+    def expand(self, batch_shape, _instance=None) -> ImproperUniform:
         new = self._get_checked_instance(ImproperUniform, _instance)
         new._support = self._support
         Distribution.__init__(new, torch.Size(batch_shape), self.event_shape, validate_args=False)

@@ -438,7 +438,9 @@ class MonadicProgram(nn.Module):
             latent = set(self.latent_names)
             for k in values:
                 if k not in latent:
-                    raise BatchError(f"value given for {k!r}, which is not a latent site; latent sites are {sorted(latent)}")
+                    raise BatchError(
+                        f"value given for {k!r}, which is not a latent site; latent sites are {sorted(latent)}"
+                    )
         run = _Run(batch, values, None if sample_shape is None else torch.Size(sample_shape))
         tr = Trace()
         env: dict[str, Any] = {}
@@ -522,8 +524,8 @@ class MonadicProgram(nn.Module):
             raise ShapeError(
                 f"site {step.name!r}: distribution batch_shape {fmt_shape(d.batch_shape)} does not fit "
                 f"the expected sample_shape + batch_shape {fmt_shape(full)} given its plates "
-                f"{[p.name for p in step.plates]}; declare the missing plate or move dims into the "
-                "event with .to_event(n)"
+                f"{[p.name for p in step.plates]}; declare the missing plate or move those dims into the "
+                "event with torch.distributions.Independent(d, n)"
             )
 
     def _latent_site(self, step: Latent, d: Distribution, run: _Run, sample_latent: bool) -> Site:
@@ -579,14 +581,17 @@ class MonadicProgram(nn.Module):
                 imputed = run.values[step.unobserved_name]
                 run.infer_sample_shape(imputed, self.batch_ndim, 0)
                 mask = self._sliced_mask(step, batch)
-                v = torch.where(mask, torch.nan_to_num(data), imputed)
-                observed_part = torch.where(mask, data, imputed.detach().reshape(-1, *imputed.shape[imputed.dim() - self.batch_ndim:])[0])
+                data = torch.nan_to_num(data)
+                v = torch.where(mask, data, imputed)
             else:
-                v = observed_part = data
+                mask, v = None, data
             sample_shape = run.sample_shape or torch.Size()
             if is_validation_enabled():
                 self._check_dist_shape(step, d, sample_shape + torch.Size(self._batch_shape(step, run)))
-                if not bool(d.support.check(observed_part).all()):
+                in_support = d.support.check(data)
+                if mask is not None:  # masked entries are imputed, not data
+                    in_support = in_support | ~mask
+                if not bool(in_support.all()):
                     raise SupportError(
                         f"observed site {step.name!r}: value lies outside the support {d.support} "
                         f"of {type(d).__name__}"
@@ -596,7 +601,11 @@ class MonadicProgram(nn.Module):
             nb = self.batch_ndim
             db = tuple(d.batch_shape[max(len(d.batch_shape) - nb, 0):])
             db = (1,) * (nb - len(db)) + db
-            shape = [s if s is not None else db[i] for i, s in enumerate(self._batch_shape(step, run))]
+            shape = self._batch_shape(step, run)
+            for p in step.plates:  # a plate no data has fixed yet: its size, else the distribution's
+                i = nb + self._plate_dims[p.name]
+                if shape[i] is None:
+                    shape[i] = p.size if p.size is not None else db[i]
             for p in step.plates:
                 run.extents.setdefault(p.name, shape[nb + self._plate_dims[p.name]])
             full = sample_shape + torch.Size(shape)
@@ -649,7 +658,7 @@ class MonadicProgram(nn.Module):
                 raise ShapeError(
                     f"observed site {step.name!r}: value has shape {fmt_shape(data.shape)}, size {size} "
                     f"along batch dim {i - nb}, which belongs to no plate of the site; "
-                    "declare the plate or use .to_event(n) on the distribution"
+                    "declare the plate or wrap the distribution in Independent(d, n)"
                 )
 
     def param_value(self, name: str) -> torch.Tensor:
@@ -746,7 +755,9 @@ class MonadicProgram(nn.Module):
                     mask = step.obs_mask
                     bshape = torch.Size([1] * (nb - mask.dim()) + list(mask.shape))
                     if out.event_shape:
-                        raise GuideError(f"site {step.name!r}: obs_mask needs an event_shape of (), got {fmt_shape(out.event_shape)}")
+                        raise GuideError(
+                            f"site {step.name!r}: obs_mask needs an event_shape of (), got {fmt_shape(out.event_shape)}"
+                        )
                 tail = out.batch_shape[max(len(out.batch_shape) - nb, 0):]
                 try:
                     target = torch.broadcast_shapes(tail, bshape)
@@ -755,8 +766,8 @@ class MonadicProgram(nn.Module):
                 if target != bshape or len(out.batch_shape) > nb:
                     raise ShapeError(
                         f"site {step.name!r}: prior batch_shape {fmt_shape(out.batch_shape)} does not fit "
-                        f"the batch_shape {fmt_shape(bshape)} its plates give; declare the plate or use "
-                        ".to_event(n)"
+                        f"the batch_shape {fmt_shape(bshape)} its plates give; declare the plate or wrap "
+                        "the prior in Independent(d, n)"
                     )
                 prior = out.expand(bshape)
                 name = step.unobserved_name if is_masked else step.name
