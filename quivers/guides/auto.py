@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..program import MonadicProgram, PreparedBatch
+from ..spec import import_path
 from .guide import Batch, Guide
 from .initialization import InitFn, init_to_median
 from .registry import LatentRegistry, LatentSite
@@ -29,8 +30,9 @@ class AutoGuide(Guide):
     observed_names : sequence of str, optional
         Sites left out of the guide: latent sites the batch will supply as data, or
         sites another guide covers.
-    init_loc_fn : callable
-        Init strategy (see :mod:`quivers.guides.initialization`).
+    init_loc_fn : callable or str
+        Init strategy (see :mod:`quivers.guides.initialization`), or its import path
+        (as configs give it, e.g. ``"quivers.guides.init_to_mean"``).
 
     Raises
     ------
@@ -43,9 +45,11 @@ class AutoGuide(Guide):
         self,
         model: MonadicProgram,
         observed_names: Sequence[str] | None = None,
-        init_loc_fn: InitFn = init_to_median,
+        init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
         super().__init__()
+        if isinstance(init_loc_fn, str):
+            init_loc_fn = import_path(init_loc_fn)
         object.__setattr__(self, "model", model)  # a reference, not a submodule
         self.registry = LatentRegistry(model, exclude=observed_names)
         self.init_loc_fn = init_loc_fn

@@ -38,7 +38,7 @@ class AutoDeltaGuide(AutoGuide):
         self,
         model: MonadicProgram,
         observed_names: Sequence[str] | None = None,
-        init_loc_fn: InitFn = init_to_median,
+        init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
         super().__init__(model, observed_names, init_loc_fn)
         self.locs = nn.ParameterDict()

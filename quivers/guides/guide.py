@@ -9,13 +9,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..spec import Recordable
+
 __all__ = ["Guide"]
 
 Batch = Mapping[str, Any] | None
 Sites = dict[str, torch.Tensor]
 
 
-class Guide(nn.Module, ABC):
+class Guide(Recordable, nn.Module, ABC):
     """Abstract variational distribution over a model's latent sites.
 
     A subclass implements :attr:`latent_names`, :meth:`rsample` and :meth:`log_prob`;

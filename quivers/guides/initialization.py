@@ -3,10 +3,13 @@
 Each strategy is a callable ``init_fn(site) -> Tensor`` taking a
 :class:`~quivers.guides.registry.LatentSite` and returning a constrained value of shape
 ``site.shape``. Semantics follow Pyro's ``pyro.infer.autoguide.initialization``.
+Called with keyword arguments only (``init_to_median(num_samples=5)``), a strategy
+returns a ``functools.partial``, which checkpoints can record by import path.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import torch
@@ -40,7 +43,7 @@ def init_to_uniform(site: LatentSite | None = None, radius: float = 2.0) -> torc
     """Initialise at ``biject_to(support)(u)``, ``u ~ Uniform(-radius, radius)`` per
     unconstrained coordinate (Pyro's and Stan's default, radius 2)."""
     if site is None:
-        return lambda s: init_to_uniform(s, radius=radius)
+        return functools.partial(init_to_uniform, radius=radius)
     u = (torch.rand(site.unconstrained_shape) * 2 - 1) * radius
     return site.transform(u)
 
@@ -62,7 +65,7 @@ def init_to_median(site: LatentSite | None = None, num_samples: int = 15) -> tor
     ``init_to_median``); falls back to ``init_to_feasible`` when the prior cannot be
     sampled or the median is not in the support."""
     if site is None:
-        return lambda s: init_to_median(s, num_samples=num_samples)
+        return functools.partial(init_to_median, num_samples=num_samples)
     try:
         draws = site.prior.sample((num_samples,))
     except NotImplementedError:
@@ -104,7 +107,7 @@ def init_to_value(
         guide is built).
     """
     if site is None:
-        return lambda s: init_to_value(s, values=values, fallback=fallback)
+        return functools.partial(init_to_value, values=values, fallback=fallback)
     values = values or {}
     if site.name in values:
         return LatentRegistry.check_value(site, values[site.name], "init_to_value")

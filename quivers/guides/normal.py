@@ -60,7 +60,7 @@ class AutoNormalGuide(AutoGuide):
         model: MonadicProgram,
         observed_names: Sequence[str] | None = None,
         init_scale: float = 0.1,
-        init_loc_fn: InitFn = init_to_median,
+        init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
         if not init_scale > 0:
             raise GuideError(f"init_scale must be positive, got {init_scale!r}")

@@ -10,11 +10,12 @@ from torch import nn
 
 from ..guides.guide import Guide
 from ..program import MonadicProgram, Trace
+from ..spec import Recordable
 
 __all__ = ["ELBO", "Trace_ELBO"]
 
 
-class ELBO(nn.Module):
+class ELBO(Recordable, nn.Module):
     """Base class of ELBO objectives: ``forward(model, guide, batch)`` is the loss.
 
     The loss is the negative ELBO, ``-E_q[log p(data, z) - log q(z)]``, estimated

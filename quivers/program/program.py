@@ -13,6 +13,7 @@ from torch.distributions import Distribution, biject_to
 
 from ..errors import BatchError, GuideError, ModelSpecError, ShapeError, SupportError
 from ..shapes import fmt_shape, reduce_to_sample
+from ..spec import Recordable
 from ..validation import is_validation_enabled
 from .plate import Plate
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
@@ -81,7 +82,7 @@ class _Run:
         return self.sample_shape
 
 
-class MonadicProgram(nn.Module):
+class MonadicProgram(Recordable, nn.Module):
     """A generative model declared as step specs (``let z ~ D(...) in ...``).
 
     Subclass it, build any submodules, buffers and parameters in ``__init__``, then call
@@ -163,6 +164,12 @@ class MonadicProgram(nn.Module):
         for step in steps:
             for p in step.plates:
                 self._register_plate(p, plates, plan)
+            dims = [plan[p.name] for p in step.plates]
+            if len(set(dims)) != len(dims):
+                raise ModelSpecError(
+                    f"site {step.name!r} sits in plates {[p.name for p in step.plates]}, two of which own "
+                    f"the same dim; nested plates need distinct dims"
+                )
         # all checks passed: commit
         self._plates = OrderedDict(plates)
         self._plate_dims = plan
@@ -184,10 +191,7 @@ class MonadicProgram(nn.Module):
             return
         if p.name in self._steps:
             raise ModelSpecError(f"plate {p.name!r} has the name of a site")
-        if p.dim is not None:
-            clash = [n for n, d in plan.items() if d == p.dim]
-            if clash:
-                raise ModelSpecError(f"plate {p.name!r} asks for dim {p.dim}, already owned by plate {clash[0]!r}")
+        if p.dim is not None:  # sibling plates may share a dim; a site in both is refused in declare
             dim = p.dim
         else:
             dim = -1

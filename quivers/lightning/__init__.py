@@ -1,0 +1,5 @@
+"""Lightning integration: ``SVIModule``, the posterior summary and the ``quivers`` CLI."""
+
+from .module import SVIModule, build_guide
+
+__all__ = ["SVIModule", "build_guide"]

@@ -1,0 +1,77 @@
+"""The ``quivers`` command: LightningCLI over :class:`SVIModule`.
+
+``quivers fit --config configs/eight_schools.yaml`` fits, then prints the posterior
+summary and writes ``posterior_summary.csv``/``.json`` and ``posterior.png`` to the run
+directory. ``quivers predict --config ... --ckpt_path ...`` writes
+``predictions.pt`` (posterior predictive draws) there.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import warnings
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from ..datasets.base import TensorDataModule
+from .module import SVIModule
+from .summary import format_summary, plot_summary, posterior_summary, write_summary
+
+__all__ = ["QuiversCLI", "main"]
+
+
+class QuiversCLI(LightningCLI):
+    """LightningCLI for :class:`SVIModule` with any :class:`TensorDataModule`."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
+        parser.add_argument("--summary_samples", type=int, default=1000, help="posterior draws for the summary")
+
+    def _run_dir(self) -> pathlib.Path:
+        d = pathlib.Path(self.trainer.log_dir or ".")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        module, dm = self.model, self.datamodule
+        batch = dm.full_batch() if isinstance(dm, TensorDataModule) else None
+        n = self.config[self.subcommand].get("summary_samples", 1000)
+        rows = posterior_summary(module.model, module.guide, batch, num_samples=n)
+        run = self._run_dir()
+        paths = write_summary(rows, run)
+        png = plot_summary(rows, run / "posterior.png", run / "metrics.csv")
+        print("\nPosterior summary (%d draws from the guide)" % n)
+        print(format_summary(rows))
+        print("\nwritten: " + ", ".join(str(p) for p in [*paths, png]))
+
+    def after_predict(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        outputs = self.trainer.predict_loop.predictions
+        if not outputs:
+            return
+        merged = {k: torch.cat([o[k] for o in outputs], dim=-1) if outputs[0][k].dim() > 1 else outputs[0][k]
+                  for k in outputs[0]}
+        path = self._run_dir() / "predictions.pt"
+        torch.save(merged, path)
+        print("posterior predictive draws: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in merged.items()))
+        print(f"written: {path}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``quivers`` console script."""
+    warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    QuiversCLI(
+        SVIModule,
+        TensorDataModule,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

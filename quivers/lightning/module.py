@@ -1,0 +1,277 @@
+"""``SVIModule``: the ELBO as a ``LightningModule``."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from .._version import __version__
+from ..guides.guide import Guide
+from ..infer.elbo import ELBO, Trace_ELBO
+from ..infer.predictive import Predictive
+from ..program import MonadicProgram
+from ..spec import SpecError, from_spec, import_path, object_path, to_spec
+
+__all__ = ["SVIModule", "build_guide"]
+
+GuideArg = Guide | Callable[[MonadicProgram], Guide] | dict
+
+
+def build_guide(guide: GuideArg, model: MonadicProgram) -> Guide:
+    """A guide from an instance, a callable ``model -> Guide`` (a class, a partial, or what
+    LightningCLI makes of a ``class_path``), or a recorded spec.
+
+    Raises
+    ------
+    TypeError
+        If the result is not a :class:`Guide`.
+    """
+    if isinstance(guide, dict):
+        cls = from_spec({"callable": guide["class_path"]})
+        args = {k: from_spec(v) for k, v in guide.get("init_args", {}).items()}
+        takes_model = "model" in inspect.signature(cls).parameters
+        guide = cls(model, **args) if takes_model else cls(**args)
+    elif not isinstance(guide, Guide) and callable(guide):
+        guide = guide(model)
+    if not isinstance(guide, Guide):
+        raise TypeError(f"guide: expected a Guide, a callable model -> Guide or a spec, got {type(guide).__name__}")
+    return guide
+
+
+def _record(obj: Any, what: str, exclude: tuple[str, ...] = ()) -> dict:
+    """Spec of a Recordable; arguments that cannot be recorded are dropped with a warning."""
+    args = {k: v for k, v in obj.init_args().items() if k not in exclude}
+    out = {}
+    for k, v in args.items():
+        try:
+            out[k] = to_spec(v)
+        except SpecError as e:
+            warnings.warn(
+                f"{what} {type(obj).__name__}: argument {k!r} cannot be recorded ({e}); "
+                f"load_from_checkpoint rebuilds it with the default (pass {what}=... to override)",
+                stacklevel=3,
+            )
+    return {"class_path": object_path(type(obj)), "init_args": out}
+
+
+class SVIModule(L.LightningModule):
+    """Stochastic variational inference as a ``LightningModule``.
+
+    ``training_step`` returns the negative ELBO; ``Trainer`` does the rest (loops,
+    logging, checkpoints, devices). The module records how to rebuild its model, guide
+    and objective (``class_path`` and constructor arguments) in its hyper-parameters,
+    so ``SVIModule.load_from_checkpoint(path)`` needs no arguments and no warm-up step,
+    and nothing is unpickled but plain data.
+
+    Parameters
+    ----------
+    model : MonadicProgram or spec dict
+        The model.
+    guide : Guide, callable ``model -> Guide``, or spec dict
+        The guide (for instance ``AutoNormalGuide(model)`` or ``AutoNormalGuide``).
+    elbo : ELBO, optional
+        The objective (default ``Trace_ELBO()``).
+    optimizer : str or type
+        Optimizer class or its import path (default ``"torch.optim.Adam"``); it covers
+        the guide's and the model's parameters.
+    lr : float
+        Learning rate.
+    optimizer_kwargs : dict, optional
+        Further optimizer arguments.
+    num_predict_samples : int
+        Posterior predictive draws per batch in ``predict_step``.
+    num_val_samples : int
+        Posterior draws for the held-out log predictive density.
+    data_plate : str
+        The model's plate whose global size is the data module's ``num_data``.
+
+    Logged metrics
+    --------------
+    ``train/elbo`` (estimate of the full-data ELBO, nats) and ``train/elbo_per_obs``
+    (divided by the data plate's size), on step and epoch, as torchmetrics means
+    weighted by batch rows; ``val/lpd`` (held-out log predictive density per
+    observation) when a validation set exists.
+    """
+
+    def __init__(
+        self,
+        model: MonadicProgram | dict,
+        guide: GuideArg,
+        elbo: ELBO | dict | None = None,
+        optimizer: str | type = "torch.optim.Adam",
+        lr: float = 0.01,
+        optimizer_kwargs: dict | None = None,
+        num_predict_samples: int = 100,
+        num_val_samples: int = 100,
+        data_plate: str = "data",
+    ) -> None:
+        super().__init__()
+        if isinstance(model, dict):
+            model = from_spec(model)
+        if not isinstance(model, MonadicProgram):
+            raise TypeError(f"model: expected a MonadicProgram or a spec, got {type(model).__name__}")
+        elbo = from_spec(elbo) if isinstance(elbo, dict) else (elbo if elbo is not None else Trace_ELBO())
+        optimizer = optimizer if isinstance(optimizer, str) else object_path(optimizer)
+        import_path(optimizer)  # fail now, not at fit time
+        self.model = model
+        self.guide = build_guide(guide, model)
+        self.elbo = elbo
+        self.optimizer_path = optimizer
+        self.lr = float(lr)
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.num_predict_samples = int(num_predict_samples)
+        self.num_val_samples = int(num_val_samples)
+        self.data_plate = data_plate
+        self.save_hyperparameters({
+            "model": _record(model, "model"),
+            "guide": _record(self.guide, "guide", exclude=("model",)),
+            "elbo": _record(elbo, "elbo"),
+            "optimizer": optimizer,
+            "lr": self.lr,
+            "optimizer_kwargs": self.optimizer_kwargs,
+            "num_predict_samples": self.num_predict_samples,
+            "num_val_samples": self.num_val_samples,
+            "data_plate": data_plate,
+        })
+        self._rng_state: torch.Tensor | None = None
+        self._cuda_rng_state: torch.Tensor | None = None
+        self.train_elbo = MeanMetric()
+        self.train_elbo_per_obs = MeanMetric()
+        self.val_lpd = MeanMetric()
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        num_data = getattr(dm, "num_data", None)
+        plate = getattr(dm, "plate", self.data_plate)
+        if num_data is not None and plate in self.model.plates:
+            self.model.set_plate_size(plate, num_data)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        seen, params = set(), []
+        for p in list(self.guide.parameters()) + list(self.model.parameters()):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        return import_path(self.optimizer_path)(params, lr=self.lr, **self.optimizer_kwargs)
+
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def _rows(batch: Mapping[str, torch.Tensor]) -> int:
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return int(v.shape[0])
+        return 1
+
+    def _num_data(self) -> int | None:
+        p = self.model.plates.get(self.data_plate)
+        return p.size if p is not None else None
+
+    def _rng_devices(self) -> list[int]:
+        return [self.device.index or 0] if self.device.type == "cuda" else []
+
+    def _objective(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss, drawn from the module's own random stream.
+
+        The ELBO's Monte Carlo draws use a private RNG state that is saved in
+        checkpoints, so a resumed fit continues exactly where it stopped, whatever else
+        (data loaders, callbacks) draws from the global generator meanwhile.
+        """
+        devices = self._rng_devices()
+        if self._rng_state is None:  # first step: branch off the (seeded) global stream
+            self._rng_state = torch.get_rng_state()
+            self._cuda_rng_state = torch.cuda.get_rng_state(devices[0]) if devices else None
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self._rng_state)
+            if devices and self._cuda_rng_state is not None:
+                torch.cuda.set_rng_state(self._cuda_rng_state, devices[0])
+            loss = self.elbo(self.model, self.guide, batch)
+            self._rng_state = torch.get_rng_state()
+            self._cuda_rng_state = torch.cuda.get_rng_state(devices[0]) if devices else None
+        return loss
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._objective(batch)
+        rows = self._rows(batch)
+        elbo = -loss.detach()
+        self.train_elbo.update(elbo, weight=rows)
+        self.log("train/elbo", self.train_elbo, on_step=True, on_epoch=True, prog_bar=True, batch_size=rows)
+        n = self._num_data() or rows
+        self.train_elbo_per_obs.update(elbo / n, weight=rows)
+        self.log("train/elbo_per_obs", self.train_elbo_per_obs, on_step=True, on_epoch=True, batch_size=rows)
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        lpd = self.log_predictive_density(batch)
+        if lpd is not None:
+            rows = self._rows(batch)
+            self.val_lpd.update(lpd, weight=rows)
+            self.log("val/lpd", self.val_lpd, on_epoch=True, prog_bar=True, batch_size=rows)
+
+    @torch.no_grad()
+    def log_predictive_density(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """Held-out log pointwise predictive density per observation,
+        ``mean_i log mean_s p(y_i | z_s)`` with ``z_s`` drawn from the guide (nats).
+
+        Returns ``None`` (with a warning, once) for guides with latent sites in the
+        data plate, whose values on held-out rows the guide does not know.
+        """
+        if any(p.name == self.data_plate for s in getattr(self.guide, "registry", ()) for p in s.plates):
+            if not getattr(self, "_warned_lpd", False):
+                warnings.warn("val/lpd is not computed: the guide has local latents in the data plate", stacklevel=2)
+                self._warned_lpd = True
+            return None
+        obs = set(self.model.observed_names)
+        inputs = {k: v for k, v in batch.items() if k != self.data_plate}
+        prepared = self.model.prepare(inputs, subsample=False)
+        s = self.num_val_samples
+        z = self.guide.sample_posterior({k: v for k, v in prepared.items() if k not in obs}, (s,))
+        tr = self.model.trace(prepared, z, (s,))
+        total, count = 0.0, 0
+        for site in tr.values():
+            if site.kind == "observed":
+                lp = site.fn.log_prob(site.value)  # pointwise, sample_shape + batch_shape
+                lp = lp.expand(torch.broadcast_shapes(lp.shape, (s,) + lp.shape[1:]))
+                total = total + (torch.logsumexp(lp, 0) - math.log(s)).sum()
+                count = max(count, lp[0].numel())
+        return torch.as_tensor(total / max(count, 1))
+
+    @torch.no_grad()
+    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Posterior predictive draws: ``{site: tensor [num_predict_samples, ...]}``."""
+        batch = {k: v for k, v in batch.items() if k != self.data_plate}
+        return Predictive(self.model, self.guide, num_samples=self.num_predict_samples)(batch)
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any) -> SVIModule:
+        """Rebuild the module from a checkpoint, with no arguments and no warm-up step.
+
+        The model, guide and objective are rebuilt from their recorded ``class_path`` and
+        constructor arguments, then the saved parameters are loaded. Loading uses
+        ``torch.load(weights_only=True)`` by default: the checkpoint holds only tensors
+        and plain data, so no arbitrary object is unpickled. ``kwargs`` override
+        recorded hyper-parameters (for instance ``model=...``).
+        """
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
+            weights_only=weights_only, **kwargs,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["quivers"] = {
+            "version": __version__, "rng_state": self._rng_state, "cuda_rng_state": self._cuda_rng_state,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("quivers", {})
+        self._rng_state = state.get("rng_state")
+        self._cuda_rng_state = state.get("cuda_rng_state")

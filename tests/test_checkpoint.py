@@ -1,0 +1,73 @@
+"""Checkpoints: reload with no arguments in a fresh process; exact resume."""
+
+import subprocess
+import sys
+import textwrap
+
+import lightning as L
+import pytest
+import torch
+
+from quivers.datasets import EightSchoolsData
+from quivers.guides import AutoDeltaGuide, AutoNormalGuide, init_to_median
+from quivers.infer import Trace_ELBO
+from quivers.lightning import SVIModule
+from quivers.models import EightSchools
+
+
+def _trainer(tmp_path, steps, **kw):
+    return L.Trainer(max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, accelerator="cpu", **kw)
+
+
+def _fit(tmp_path, steps, guide_cls=AutoNormalGuide, **guide_kw):
+    L.seed_everything(0)
+    model = EightSchools()
+    module = SVIModule(model, guide_cls(model, **guide_kw), elbo=Trace_ELBO(num_particles=2), lr=0.02)
+    trainer = _trainer(tmp_path, steps)
+    trainer.fit(module, EightSchoolsData())
+    return module, trainer
+
+
+@pytest.mark.parametrize("guide_cls", [AutoNormalGuide, AutoDeltaGuide])
+def test_checkpoint_round_trip_in_fresh_process(tmp_path, guide_cls):
+    module, trainer = _fit(tmp_path, 50, guide_cls, init_loc_fn=init_to_median(num_samples=7))
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    torch.save(module.guide.median(), tmp_path / "median.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        from quivers.lightning import SVIModule
+        m = SVIModule.load_from_checkpoint({str(ckpt)!r})   # no arguments, no warm-up
+        want = torch.load({str(tmp_path / 'median.pt')!r})
+        got = m.guide.median()
+        assert set(got) == set(want)
+        for k in want:
+            assert torch.allclose(got[k], want[k], atol=1e-6, rtol=0), k
+        pred = m.predict_step({{"sigma": torch.full((8,), 10.0)}})
+        assert pred["y"].shape == (m.num_predict_samples, 8), pred["y"].shape
+        print("OK", type(m.guide).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"OK {guide_cls.__name__}" in out.stdout
+
+
+def test_checkpoint_holds_only_plain_data(tmp_path):
+    _, trainer = _fit(tmp_path, 5)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    ckpt = torch.load(tmp_path / "m.ckpt", weights_only=True)  # raises if anything needs unpickling
+    assert ckpt["hyper_parameters"]["guide"]["class_path"] == "quivers.guides.normal.AutoNormalGuide"
+    assert ckpt["quivers"]["version"]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight, _ = _fit(tmp_path / "a", 200)
+    first, trainer = _fit(tmp_path / "b", 100)
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    L.seed_everything(123)  # a different seed: the checkpoint's RNG state must take over
+    model = EightSchools()
+    resumed = SVIModule(model, AutoNormalGuide(model), elbo=Trace_ELBO(num_particles=2), lr=0.02)
+    _trainer(tmp_path / "c", 200).fit(resumed, EightSchoolsData(), ckpt_path=tmp_path / "mid.ckpt")
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), k
