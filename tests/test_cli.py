@@ -1,0 +1,70 @@
+"""The quivers CLI: fit + predict from configs, a user's Guide by class_path, and the
+main job's accuracy on eight schools against posteriordb's reference draws."""
+
+import csv
+import json
+import pathlib
+
+import pytest
+import torch
+import yaml
+
+from quivers.lightning.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "posteriordb" / "eight_schools-eight_schools_noncentered" / "summary.json"
+
+
+def _config(tmp_path, guide, steps):
+    cfg = yaml.safe_load((ROOT / "configs" / "eight_schools.yaml").read_text())
+    cfg["model"]["guide"] = guide
+    cfg["trainer"]["max_steps"] = steps
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    cfg["trainer"]["enable_progress_bar"] = False
+    cfg["trainer"].pop("callbacks")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run_dir(tmp_path):
+    return sorted((tmp_path / "eight_schools").glob("version_*"))[-1]
+
+
+def test_cli_fit_and_predict_with_user_guide_class_path(tmp_path, capsys):
+    cfg = _config(tmp_path, {"class_path": "user_guides.ScalarNormalGuide", "init_args": {"init_log_scale": -2.0}},
+                  steps=100)
+    main(["fit", "--config", str(cfg)])
+    run = _run_dir(tmp_path)
+    out = capsys.readouterr().out
+    assert "Posterior summary" in out and "theta[7]" in out
+    for name in ["posterior_summary.csv", "posterior_summary.json", "posterior.png", "metrics.csv"]:
+        assert (run / name).stat().st_size > 0, name
+    rows = json.loads((run / "posterior_summary.json").read_text())
+    assert {r["site"] for r in rows} >= {"mu", "tau", "eta[0]", "theta[7]"}
+    assert all(r["5%"] <= r["50%"] <= r["95%"] for r in rows)
+    ckpt = next((run / "checkpoints").glob("*.ckpt"))
+    main(["predict", "--config", str(cfg), "--ckpt_path", str(ckpt)])
+    pred = torch.load(_run_dir(tmp_path) / "predictions.pt")
+    assert pred["y"].shape == (100, 8) and torch.isfinite(pred["y"]).all()
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/posteriordb not present")
+def test_main_job_eight_schools_matches_reference(tmp_path):
+    cfg = yaml.safe_load((ROOT / "configs" / "eight_schools.yaml").read_text())
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    cfg["trainer"]["enable_progress_bar"] = False
+    cfg["trainer"].pop("callbacks")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(path)])
+    with (_run_dir(tmp_path) / "posterior_summary.csv").open() as f:
+        fitted = {r["site"]: float(r["mean"]) for r in csv.DictReader(f)}
+    ref = json.loads(REFERENCE.read_text())["parameters"]
+    # mean-field VI on non-centred eight schools recovers these means to ~0.15 reference
+    # sd (measured); the summary's own Monte Carlo error is ~0.03 sd with 1000 draws.
+    # 0.3 sd is the issue's tolerance.
+    pairs = [("mu", "mu")] + [(f"theta[{j}]", f"theta[{j + 1}]") for j in range(8)]
+    for ours, stan in pairs:
+        z = abs(fitted[ours] - ref[stan]["mean"]) / ref[stan]["sd"]
+        assert z < 0.3, (ours, z)
