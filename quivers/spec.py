@@ -88,7 +88,7 @@ def object_path(obj: Any) -> str:
         For lambdas, local definitions and objects without a module.
     """
     mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if not mod or not qual or "<" in qual or mod == "__main__" and not hasattr(importlib.import_module("__main__"), qual):
+    if not mod or not qual or "<" in qual:
         raise SpecError(f"{obj!r} is not importable by path (a lambda or a local definition?)")
     return f"{mod}.{qual}"
 

@@ -69,5 +69,5 @@ def test_resume_equals_uninterrupted(tmp_path):
     model = EightSchools()
     resumed = SVIModule(model, AutoNormalGuide(model), elbo=Trace_ELBO(num_particles=2), lr=0.02)
     _trainer(tmp_path / "c", 200).fit(resumed, EightSchoolsData(), ckpt_path=tmp_path / "mid.ckpt")
-    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), k

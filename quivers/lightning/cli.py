@@ -42,7 +42,7 @@ class QuiversCLI(LightningCLI):
         run = self._run_dir()
         paths = write_summary(rows, run)
         png = plot_summary(rows, run / "posterior.png", run / "metrics.csv")
-        print("\nPosterior summary (%d draws from the guide)" % n)
+        print(f"\nPosterior summary ({n} draws from the guide)")
         print(format_summary(rows))
         print("\nwritten: " + ", ".join(str(p) for p in [*paths, png]))
 
