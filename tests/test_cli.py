@@ -68,3 +68,18 @@ def test_main_job_eight_schools_matches_reference(tmp_path):
     for ours, stan in pairs:
         z = abs(fitted[ours] - ref[stan]["mean"]) / ref[stan]["sd"]
         assert z < 0.3, (ours, z)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_config_fits(tmp_path, config, capsys):
+    cfg = yaml.safe_load((ROOT / "configs" / config).read_text())
+    cfg["trainer"]["max_steps"] = 30
+    cfg["trainer"]["enable_progress_bar"] = False
+    cfg["trainer"].pop("callbacks", None)
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(path), "--summary_samples", "200"])
+    assert "Posterior summary" in capsys.readouterr().out
+    run = sorted(tmp_path.glob("*/version_*"))[-1]
+    assert (run / "posterior_summary.csv").exists()

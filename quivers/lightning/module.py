@@ -201,10 +201,10 @@ class SVIModule(L.LightningModule):
         loss = self._objective(batch)
         rows = self._rows(batch)
         elbo = -loss.detach()
-        self.train_elbo.update(elbo, weight=rows)
+        self.train_elbo(elbo, weight=rows)  # forward: updates the epoch state and caches the step value
         self.log("train/elbo", self.train_elbo, on_step=True, on_epoch=True, prog_bar=True, batch_size=rows)
         n = self._num_data() or rows
-        self.train_elbo_per_obs.update(elbo / n, weight=rows)
+        self.train_elbo_per_obs(elbo / n, weight=rows)
         self.log("train/elbo_per_obs", self.train_elbo_per_obs, on_step=True, on_epoch=True, batch_size=rows)
         return loss
 
@@ -212,7 +212,7 @@ class SVIModule(L.LightningModule):
         lpd = self.log_predictive_density(batch)
         if lpd is not None:
             rows = self._rows(batch)
-            self.val_lpd.update(lpd, weight=rows)
+            self.val_lpd(lpd, weight=rows)
             self.log("val/lpd", self.val_lpd, on_epoch=True, prog_bar=True, batch_size=rows)
 
     @torch.no_grad()
