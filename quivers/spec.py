@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,21 +62,35 @@ class Recordable:
         args = self.__dict__.get("_quivers_init_args")
         return dict(args) if args else {}
 
-    def init_spec(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    def init_spec(
+        self, exclude: tuple[str, ...] = (), on_error: Callable[[str, SpecError], None] | None = None,
+    ) -> dict[str, Any]:
         """``{"class_path", "init_args"}`` of this object, as plain data.
+
+        Parameters
+        ----------
+        exclude : tuple of str
+            Arguments left out (for example a guide's ``model``).
+        on_error : callable, optional
+            Called as ``on_error(name, error)`` for an argument that cannot be recorded,
+            which is then left out; without it such an argument raises.
 
         Raises
         ------
         SpecError
-            If an argument cannot be recorded (a lambda, a local class, ...).
+            If an argument cannot be recorded (a lambda, a local class, ...) and no
+            ``on_error`` is given.
         """
-        args = {k: v for k, v in self.init_args().items() if k not in exclude}
         out = {}
-        for k, v in args.items():
+        for k, v in self.init_args().items():
+            if k in exclude:
+                continue
             try:
                 out[k] = to_spec(v)
             except SpecError as e:
-                raise SpecError(f"{type(self).__name__}: argument {k!r} cannot be recorded: {e}") from e
+                if on_error is None:
+                    raise SpecError(f"{type(self).__name__}: argument {k!r} cannot be recorded: {e}") from e
+                on_error(k, e)
         return {"class_path": object_path(type(self)), "init_args": out}
 
 

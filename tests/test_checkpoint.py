@@ -71,3 +71,16 @@ def test_resume_equals_uninterrupted(tmp_path):
     _trainer(tmp_path / "c", 200).fit(resumed, EightSchoolsData(), ckpt_path=tmp_path / "mid.ckpt")
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), k
+
+
+def test_unrecordable_argument_warns_and_reload_uses_default(tmp_path):
+    model = EightSchools()
+    custom_init = lambda site: torch.zeros(site.shape) if site.name != "tau" else torch.ones(site.shape)  # noqa: E731
+    with pytest.warns(UserWarning, match="'init_loc_fn' cannot be recorded"):
+        module = SVIModule(model, AutoNormalGuide(model, init_loc_fn=custom_init))
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(module, EightSchoolsData())
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    again = SVIModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), again.state_dict().values(),
+                                                  strict=True))

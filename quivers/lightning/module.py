@@ -17,7 +17,7 @@ from ..guides.guide import Guide
 from ..infer.elbo import ELBO, Trace_ELBO
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
-from ..spec import SpecError, from_spec, import_path, object_path, to_spec
+from ..spec import Recordable, SpecError, from_spec, import_path, object_path
 
 __all__ = ["SVIModule", "build_guide"]
 
@@ -45,20 +45,17 @@ def build_guide(guide: GuideArg, model: MonadicProgram) -> Guide:
     return guide
 
 
-def _record(obj: Any, what: str, exclude: tuple[str, ...] = ()) -> dict:
+def _record(obj: Recordable, what: str, exclude: tuple[str, ...] = ()) -> dict:
     """Spec of a Recordable; arguments that cannot be recorded are dropped with a warning."""
-    args = {k: v for k, v in obj.init_args().items() if k not in exclude}
-    out = {}
-    for k, v in args.items():
-        try:
-            out[k] = to_spec(v)
-        except SpecError as e:
-            warnings.warn(
-                f"{what} {type(obj).__name__}: argument {k!r} cannot be recorded ({e}); "
-                f"load_from_checkpoint rebuilds it with the default (pass {what}=... to override)",
-                stacklevel=3,
-            )
-    return {"class_path": object_path(type(obj)), "init_args": out}
+
+    def warn(name: str, error: SpecError) -> None:
+        warnings.warn(
+            f"{what} {type(obj).__name__}: argument {name!r} cannot be recorded ({error}); "
+            f"load_from_checkpoint rebuilds it with the default (pass {what}=... to override)",
+            stacklevel=4,
+        )
+
+    return obj.init_spec(exclude, on_error=warn)
 
 
 class SVIModule(L.LightningModule):
