@@ -121,3 +121,29 @@ def test_all_parameters_exist_after_init_and_state_dict_round_trips():
 def test_quantiles_out_of_range():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         AutoNormalGuide(ThreeSites()).quantiles([0.5, 1.5])
+
+
+def test_observed_names_condition_latent_sites_on_batch_values():
+    from quivers.infer import SVI, Trace_ELBO
+
+    class AB(MonadicProgram):
+        def __init__(self):
+            super().__init__()
+            self.declare(
+                Latent("a", lambda: dist.Normal(0.0, 1.0)),
+                Latent("b", lambda a: dist.Normal(a, 1.0)),
+                Observed("y", lambda b: dist.Normal(b, 1.0)),
+            )
+
+    model = AB()
+    guide = AutoNormalGuide(model, observed_names=["b"])
+    assert guide.latent_names == ["a"]
+    batch = {"b": torch.tensor(2.0), "y": torch.tensor(0.0)}
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.05), Trace_ELBO(num_particles=8))
+    for _ in range(1500):
+        svi.step(batch)
+    # with b observed, p(a | b) = N(b / 2, 1 / sqrt(2)): y is independent of a given b
+    assert abs(guide.median()["a"].item() - 1.0) < 0.1
+    assert model.trace(batch, guide.rsample(batch, (3,)))["b"].kind == "observed"
+    with pytest.raises(GuideError, match="nope"):
+        AutoNormalGuide(model, observed_names=["nope"])

@@ -33,3 +33,21 @@ def test_posterior_and_prior_predictive_shapes_and_values():
     assert (post["y"].mean(0) - 2.0 * x).abs().max() < 0.2
     prior = Predictive(model, num_samples=7, return_sites=["w", "y"])({"x": x})
     assert prior["w"].shape == (7, 1) and prior["y"].shape == (7, 30)
+
+
+def test_deterministic_without_latent_parents_is_broadcast_over_draws():
+    from quivers import MonadicProgram as MP
+
+    class M(MP):
+        def __init__(self):
+            super().__init__()
+            self.declare(
+                Deterministic("const", lambda x: 2 * x),
+                Latent("a", lambda: dist.Normal(0.0, 1.0)),
+                Deterministic("shifted", lambda a, const: a.unsqueeze(-1) + const),
+            )
+
+    model = M()
+    out = Predictive(model, AutoNormalGuide(model), num_samples=5)({"x": torch.tensor([1.0, 2.0])})
+    assert out["const"].shape == (5, 2) and torch.equal(out["const"][3], torch.tensor([2.0, 4.0]))
+    assert out["shifted"].shape == (5, 2)

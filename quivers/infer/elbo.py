@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..guides.guide import Guide
-from ..program import MonadicProgram, Trace
+from ..program import MonadicProgram
 from ..spec import Recordable
 
 __all__ = ["ELBO", "Trace_ELBO"]
@@ -42,7 +42,6 @@ class ELBO(Recordable, nn.Module):
             raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
         self.num_particles = int(num_particles)
         self.vectorize_particles = bool(vectorize_particles)
-        self.last_trace: Trace | None = None
 
     def particle_elbos(self, model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None) -> torch.Tensor:
         """Per-particle surrogate ELBO (its value is the ELBO; its gradient the estimator).
@@ -93,9 +92,7 @@ class Trace_ELBO(ELBO):
         else:
             z = {k: v.detach() for k, v in guide.rsample(batch, ss).items()}
             log_q = guide.log_prob(batch, z)
-        tr = model.trace(batch, z, ss)
-        self.last_trace = tr
-        elbo = tr.log_joint() - log_q
+        elbo = model.trace(batch, z, ss).log_joint() - log_q
         if not guide.has_rsample:
             surrogate = elbo + log_q * elbo.detach()
             elbo = elbo.detach() + (surrogate - surrogate.detach())

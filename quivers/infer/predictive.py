@@ -81,5 +81,21 @@ class Predictive:
         out = {}
         for n in wanted:
             v = tr[n].value if n in tr else z[n]
-            out[n] = v.expand(ss + v.shape[v.dim() - (v.dim() - len(ss)):]) if v.dim() >= len(ss) else v
+            if tr[n].kind == "deterministic" and not _depends_on_draws(self.model, n):
+                v = v.expand(ss + v.shape)  # a value without sample dims: the same in every draw
+            out[n] = v
         return out
+
+
+def _depends_on_draws(model: MonadicProgram, name: str) -> bool:
+    """Whether site ``name`` depends, directly or not, on a latent or observed site."""
+    steps = {s.name: s for s in model.steps}
+    todo, seen = [name], set()
+    while todo:
+        for d in steps[todo.pop()].deps:
+            if d in steps and d not in seen:
+                if steps[d].kind in ("latent", "observed"):
+                    return True
+                seen.add(d)
+                todo.append(d)
+    return False

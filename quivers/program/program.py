@@ -264,7 +264,8 @@ class MonadicProgram(Recordable, nn.Module):
         ----------
         batch : mapping of str to tensor, or None
             Observed values by site name, program inputs by name, plate indices by
-            plate name.
+            plate name. A latent site's name conditions that site on the given value
+            (shape ``batch_shape + event_shape``), as Pyro's ``condition``.
         subsample : bool
             ``False`` evaluates subsampled plates on the full batch (for prediction).
 
@@ -285,7 +286,7 @@ class MonadicProgram(Recordable, nn.Module):
         if not isinstance(batch, Mapping):
             raise BatchError(f"a batch must be a mapping of field name -> tensor, got {type(batch).__name__}")
         out = PreparedBatch()
-        known = set(self.observed_names) | set(self.input_names) | set(self._plates)
+        known = set(self.observed_names) | set(self.input_names) | set(self._plates) | set(self.latent_names)
         for k, v in batch.items():
             if is_validation_enabled() and k not in known:
                 raise BatchError(
@@ -554,6 +555,19 @@ class MonadicProgram(Recordable, nn.Module):
                     f"sample_shape + batch_shape + event_shape = "
                     f"{fmt_shape(sample_shape + bshape + d.event_shape)}"
                 )
+        elif step.name in run.batch:  # conditioned on data (Pyro's ``condition``)
+            sample_shape = run.sample_shape or torch.Size()
+            v = run.batch[step.name]
+            if is_validation_enabled() and v.shape != bshape + d.event_shape:
+                raise ShapeError(
+                    f"latent site {step.name!r} given in the batch: value has shape {fmt_shape(v.shape)}, "
+                    f"expected batch_shape + event_shape = {fmt_shape(bshape + d.event_shape)}"
+                )
+            if is_validation_enabled() and not bool(d.support.check(v).all()):
+                raise SupportError(f"site {step.name!r}: the batch value lies outside the support {d.support}")
+            scale = self.site_scale(step.plates, run.batch)
+            lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
+            return Site(step.name, "observed", v, lp, d, d.support, _names(step.plates), scale)
         elif sample_latent:
             sample_shape = run.sample_shape = run.sample_shape or torch.Size()
             dd = d.expand(torch.broadcast_shapes(d.batch_shape, sample_shape + bshape))
