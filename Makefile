@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test test-slow lint run docs bench bench-accuracy clean
+.PHONY: install test test-slow lint run docs bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,7 @@ docs: install
 
 clean:
 	rm -rf $(VENV) lightning_logs runs site
+
+bench: install
+	$(PIP) install -q -e .[bench]
+	$(PY) benchmarks/speed.py

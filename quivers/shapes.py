@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sum_rightmost", "reduce_to_sample", "fmt_shape"]
+__all__ = ["sum_rightmost", "reduce_to_sample", "broadcasts_to", "fmt_shape"]
 
 
 def sum_rightmost(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum out the ``dim`` rightmost dimensions of ``x`` (no-op when ``dim <= 0``)."""
     if dim <= 0:
         return x
-    return x.reshape(x.shape[: x.dim() - dim] + (-1,)).sum(-1)
+    return x.sum(tuple(range(x.dim() - dim, x.dim())))
+
+
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to exactly ``target`` (right-aligned, sizes 1 or equal).
+
+    A pure-tuple check: ``torch.broadcast_shapes`` is much slower on this hot path.
+    """
+    if len(shape) > len(target):
+        return False
+    for a, b in zip(reversed(shape), reversed(target), strict=False):  # target may be longer
+        if a != 1 and a != b:
+            return False
+    return True
 
 
 def reduce_to_sample(x: torch.Tensor | float, sample_shape: torch.Size) -> torch.Tensor:

@@ -143,3 +143,19 @@ def test_bad_plate_and_step_declarations():
         Latent("a b", lambda: dist.Normal(0, 1))
     with pytest.raises(ModelSpecError, match="\\*args"):
         Latent("a", lambda *xs: dist.Normal(0, 1))
+
+
+def test_validation_cache_rechecks_modified_tensors():
+    model, batch = Model(), {k: v.clone() for k, v in GOOD.items()}
+    guide = AutoNormalGuide(model)
+    Trace_ELBO()(model, guide, batch)  # passes and is cached
+    batch["counts"][1] = -1.0  # in-place write bumps the version counter
+    with pytest.raises(SupportError, match="'counts'"):
+        Trace_ELBO()(model, guide, batch)
+    batch["counts"][1] = float("nan")
+    with pytest.raises(BatchError, match="non-finite"):
+        Trace_ELBO()(model, guide, batch)
+    with torch.inference_mode():
+        bad = {**GOOD, "counts": torch.tensor([1.0, -1.0, 3.0, 2.0, 1.0])}
+        with pytest.raises(SupportError):
+            Trace_ELBO()(model, guide, bad)

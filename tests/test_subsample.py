@@ -65,3 +65,16 @@ def test_minibatch_with_given_indices_is_not_resampled():
     assert torch.equal(batch["data"], idx)
     z = AutoDeltaGuide(model).rsample(batch, (1,))["z"]
     assert z.shape == (1, 2)
+
+
+def test_subsample_indices_distinct_and_uniform():
+    from quivers.program.program import subsample_indices
+
+    counts = torch.zeros(100)
+    for _ in range(4000):
+        idx = subsample_indices(100, 10)
+        assert idx.numel() == 10 and idx.unique().numel() == 10 and 0 <= idx.min() and idx.max() < 100
+        counts[idx] += 1
+    # each index is expected 400 times; binomial sd ~19, so 5 sd either side
+    assert (counts - 400).abs().max() < 5 * 19
+    assert subsample_indices(8, 6).unique().numel() == 6  # randperm branch

@@ -12,9 +12,9 @@ from torch import nn
 from torch.distributions import Distribution, biject_to
 
 from ..errors import BatchError, GuideError, ModelSpecError, ShapeError, SupportError
-from ..shapes import fmt_shape, reduce_to_sample
+from ..shapes import broadcasts_to, fmt_shape, reduce_to_sample
 from ..spec import Recordable
-from ..validation import is_validation_enabled
+from ..validation import ValidationCache, is_validation_enabled
 from .plate import Plate
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
@@ -113,9 +113,11 @@ class MonadicProgram(Recordable, nn.Module):
         self._steps: OrderedDict[str, Step | Param] = OrderedDict()
         self._plates: OrderedDict[str, Plate] = OrderedDict()
         self._plate_dims: dict[str, int] = {}
+        self._batch_ndim = 0
         self._params = nn.ParameterDict()
         self._param_specs: dict[str, Param] = {}
         self._masks: dict[str, torch.Tensor] = {}
+        self._checked = ValidationCache()
 
     # ------------------------------------------------------------------ declaration
     def declare(self, *steps: Step | Param) -> MonadicProgram:
@@ -173,6 +175,7 @@ class MonadicProgram(Recordable, nn.Module):
         # all checks passed: commit
         self._plates = OrderedDict(plates)
         self._plate_dims = plan
+        self._batch_ndim = max((-d for d in plan.values()), default=0)
         for step in steps:
             self._steps[step.name] = step
             if isinstance(step, Param):
@@ -218,7 +221,7 @@ class MonadicProgram(Recordable, nn.Module):
     @property
     def batch_ndim(self) -> int:
         """Number of batch dimensions: ``max(-dim)`` over the plates (0 without plates)."""
-        return max((-d for d in self._plate_dims.values()), default=0)
+        return self._batch_ndim
 
     @property
     def observed_names(self) -> list[str]:
@@ -307,7 +310,7 @@ class MonadicProgram(Recordable, nn.Module):
             if name in out:
                 self._check_index(name, out[name])
             elif subsample and plate.subsample_size is not None:
-                idx = torch.randperm(plate.size)[: plate.subsample_size]
+                idx = subsample_indices(plate.size, plate.subsample_size)
                 for field in self._plated_fields(name):
                     if field in out:
                         v = out[field]
@@ -322,7 +325,7 @@ class MonadicProgram(Recordable, nn.Module):
 
     def _validate_fields(self, batch: Mapping[str, torch.Tensor]) -> None:
         for k, v in batch.items():
-            if k in self._plates:
+            if k in self._plates or self._checked.seen(v, k):
                 continue
             if v.numel() == 0:
                 raise BatchError(f"batch field {k!r} is empty (shape {fmt_shape(v.shape)})")
@@ -336,6 +339,7 @@ class MonadicProgram(Recordable, nn.Module):
                         f"batch field {k!r} holds {n} non-finite value(s) (NaN or inf); "
                         "remove them or mark missing observations with Observed(..., obs_mask=...)"
                     )
+            self._checked.add(v, k)
 
     def _mask_for(self, name: str, value: torch.Tensor) -> torch.Tensor:
         mask = getattr(self, f"_obs_mask_{name}")
@@ -521,11 +525,7 @@ class MonadicProgram(Recordable, nn.Module):
         return scale
 
     def _check_dist_shape(self, step: Step, d: Distribution, full: torch.Size) -> None:
-        try:
-            ok = torch.broadcast_shapes(d.batch_shape, full) == full
-        except RuntimeError:
-            ok = False
-        if not ok:
+        if not broadcasts_to(d.batch_shape, full):
             raise ShapeError(
                 f"site {step.name!r}: distribution batch_shape {fmt_shape(d.batch_shape)} does not fit "
                 f"the expected sample_shape + batch_shape {fmt_shape(full)} given its plates "
@@ -606,14 +606,7 @@ class MonadicProgram(Recordable, nn.Module):
             sample_shape = run.sample_shape or torch.Size()
             if is_validation_enabled():
                 self._check_dist_shape(step, d, sample_shape + torch.Size(self._batch_shape(step, run)))
-                in_support = d.support.check(data)
-                if mask is not None:  # masked entries are imputed, not data
-                    in_support = in_support | ~mask
-                if not bool(in_support.all()):
-                    raise SupportError(
-                        f"observed site {step.name!r}: value lies outside the support {d.support} "
-                        f"of {type(d).__name__}"
-                    )
+                self._check_support(step.name, d, data, mask)
         elif sample_observed:
             sample_shape = run.sample_shape = run.sample_shape or torch.Size()
             nb = self.batch_ndim
@@ -635,6 +628,24 @@ class MonadicProgram(Recordable, nn.Module):
         scale = self._scale(step, run.extents)
         lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
         return Site(step.name, "observed", v, lp, d, d.support, _names(step.plates), scale)
+
+    def _check_support(self, name: str, d: Distribution, data: torch.Tensor, mask: torch.Tensor | None) -> None:
+        support = d.support
+        # a support without tensor parameters (real, positive, boolean, integer
+        # intervals with int bounds, ...) gives the same answer for unchanged data
+        static = mask is None and not any(isinstance(v, torch.Tensor) for v in vars(support).values())
+        what = f"{name} in {support!r}"
+        if static and self._checked.seen(data, what):
+            return
+        in_support = support.check(data)
+        if mask is not None:  # masked entries are imputed, not data
+            in_support = in_support | ~mask
+        if not bool(in_support.all()):
+            raise SupportError(
+                f"observed site {name!r}: value lies outside the support {support} of {type(d).__name__}"
+            )
+        if static:
+            self._checked.add(data, what)
 
     def _sliced_mask(self, step: Observed, batch: Mapping[str, Any]) -> torch.Tensor:
         mask = getattr(self, f"_obs_mask_{step.name}")
@@ -801,6 +812,22 @@ class MonadicProgram(Recordable, nn.Module):
                 if not is_masked:
                     env[step.name] = value
         return infos
+
+
+def subsample_indices(n: int, k: int) -> torch.Tensor:
+    """``k`` distinct indices drawn uniformly from ``range(n)``, in O(k) time for k << n.
+
+    Draws with replacement and tops up until ``k`` are distinct; by exchangeability every
+    k-subset is equally likely. (``torch.randperm(n)[:k]`` costs O(n) per step, which
+    would make a subsampled step's cost grow with the data size.) Falls back to
+    ``randperm`` when ``k > n / 4``. The indices come back sorted.
+    """
+    if 4 * k > n:
+        return torch.randperm(n)[:k]
+    idx = torch.unique(torch.randint(n, (k,)))
+    while idx.numel() < k:
+        idx = torch.unique(torch.cat([idx, torch.randint(n, (k - idx.numel(),))]))
+    return idx
 
 
 def _names(plates: tuple[Plate, ...]) -> tuple[str, ...]:

@@ -1,0 +1,199 @@
+"""Speed benchmark: ms per SVI step, quivers side by side with a hand-written PyTorch floor,
+Pyro and NumPyro (see systems.py for the problems and systems).
+
+Each (system, problem) runs in its own process with one compute thread (torch and XLA),
+warms up, then times 5 blocks of steps; the figure is the median block's ms per step.
+
+usage:
+  python benchmarks/speed.py                 # everything available; table + JSON + markdown
+  python benchmarks/speed.py --quick         # few steps, torch systems only (a smoke run)
+  python benchmarks/speed.py --only quivers,floor --problems a
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+THREADS = 1
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    sys.path.insert(0, str(HERE))
+    import systems
+
+    torch.manual_seed(0)
+    warm, block, nblocks = spec["warm"], spec["block"], 5
+    opts = spec.get("opts", {})
+    if spec["system"] == "trainer":
+        marks: dict[int, float] = {}
+        targets = {warm + i * block for i in range(nblocks + 1)}
+
+        def on_block(step: int) -> None:
+            if step in targets:
+                marks[step] = time.perf_counter()
+
+        run = systems.trainer(spec["problem"], spec["rows"], steps=warm + nblocks * block + 1, on_block=on_block,
+                              **opts)
+        run()
+        times = [(marks[warm + (i + 1) * block] - marks[warm + i * block]) / block for i in range(nblocks)]
+    else:
+        step = systems.SYSTEMS[spec["system"]](spec["problem"], spec["rows"], **opts)
+        t0 = time.perf_counter()
+        for _ in range(warm):
+            step()
+        warm_s = time.perf_counter() - t0
+        times = []
+        for _ in range(nblocks):
+            t = time.perf_counter()
+            for _ in range(block):
+                step()
+            times.append((time.perf_counter() - t) / block)
+        spec["warmup_s"] = round(warm_s, 2)
+    return {**spec, "ms": statistics.median(times) * 1e3, "blocks_ms": [round(t * 1e3, 4) for t in times]}
+
+
+def run_one(system: str, problem: str, rows: int, warm: int, block: int, **opts) -> dict:
+    spec = {"system": system, "problem": problem, "rows": rows, "warm": warm, "block": block, "opts": opts}
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
+           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+           "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                       env=env, timeout=3600)
+    if r.returncode != 0:
+        return {**spec, "ms": None, "error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _have(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=None, help="comma-separated systems")
+    ap.add_argument("--problems", default="a,b,c")
+    ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
+    ap.add_argument("--markdown", default=str(HERE / "results" / "speed.md"))
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return
+
+    warm, block = (20, 20) if args.quick else (300, 300)
+    problems = args.problems.split(",")
+    systems = ["floor", "quivers", "quivers_novalid", "quivers_compiled", "pyro", "pyro_jit", "numpyro"]
+    if args.quick:
+        systems = ["floor", "quivers", "quivers_novalid"]
+    if args.only:
+        systems = [s for s in systems if s in args.only.split(",")]
+    if not (_have("pyro")):
+        systems = [s for s in systems if not s.startswith("pyro")]
+    if not (_have("numpyro") and _have("jax")):
+        systems = [s for s in systems if s != "numpyro"]
+    results: dict[str, dict] = {}
+
+    def record(key: str, system: str, problem: str, rows: int = 50_000, **opts) -> None:
+        slow = system in ("pyro", "floor_c") or problem == "c"
+        w, b = (warm, max(block // 3, 10)) if slow else (warm, block)
+        if system == "quivers_compiled":
+            w = max(w, 50)
+        base = {"quivers_novalid": "quivers", "quivers_compiled": "quivers"}.get(system, system)
+        if system == "quivers_novalid":
+            opts["validation"] = False
+        if system == "quivers_compiled":
+            opts["compile"] = True
+        r = run_one(base, problem, rows, w, b, **opts)
+        results[key] = r
+        ms = "failed: " + r.get("error", "") if r["ms"] is None else f"{r['ms']:.3f} ms"
+        print(f"  {key:<28} {ms}", flush=True)
+
+    print(f"quivers speed benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{THREADS} thread per process)")
+    for p in problems:
+        for s in systems:
+            record(f"{s}/{p}", s, p)
+    if not args.quick and not args.only:
+        if "b" in problems:
+            record("quivers/b/64particles", "quivers", "b", particles=64)
+            record("trainer/b", "trainer", "b")
+        if "c" in problems:
+            record("quivers/c/500k", "quivers", "c", rows=500_000)
+
+    report = _report(results)
+    print("\n" + report["table"])
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": f"{platform.platform()}, {os.cpu_count()} cores", "python": platform.python_version(),
+            "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
+            "threads_per_process": THREADS}
+    out.write_text(json.dumps({"meta": meta, "results": results, "targets": report["targets"]}, indent=2))
+    pathlib.Path(args.markdown).write_text(report["table"] + "\n")
+    print(f"\nwritten: {out}, {args.markdown}")
+
+
+def _report(results: dict[str, dict]) -> dict:
+    def ms(key: str) -> float | None:
+        r = results.get(key)
+        return None if r is None or r["ms"] is None else r["ms"]
+
+    systems = ["floor", "quivers", "quivers_novalid", "quivers_compiled", "pyro", "pyro_jit", "numpyro"]
+    lines = ["| system | (a) eight schools | (b) logistic 569x30 | (c) varying intercepts 50k |",
+             "|---|---|---|---|"]
+    for s in systems:
+        cells = [ms(f"{s}/{p}") for p in "abc"]
+        if any(c is not None for c in cells):
+            lines.append(f"| {s} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+    targets = []
+
+    def target(what: str, num: str, den: str, op: str, bound: float) -> None:
+        a, b = ms(num), ms(den)
+        if a is None or b is None:
+            return
+        ratio = a / b
+        ok = ratio <= bound if op == "<=" else ratio >= bound if op == ">=" else ratio < bound
+        targets.append({"target": what, "ratio": round(ratio, 3), "bound": f"{op} {bound}", "met": ok})
+
+    for p in "abc":
+        target(f"eager / floor ({p})", f"quivers/{p}", f"floor/{p}", "<=", 1.25)
+    for p in "abc":
+        target(f"Pyro Trace_ELBO / eager ({p})", f"pyro/{p}", f"quivers/{p}", ">=", 3)
+    for p in "abc":
+        target(f"compiled / Pyro JIT ({p})", f"quivers_compiled/{p}", f"pyro_jit/{p}", "<", 1)
+    for p, bound in (("a", 2), ("b", 2), ("c", 1)):
+        target(f"compiled / NumPyro ({p})", f"quivers_compiled/{p}", f"numpyro/{p}", "<=", bound)
+    target("(c) 500k rows / 50k rows", "quivers/c/500k", "quivers/c", "<=", 1.1)
+    target("(b) 64 particles / 1", "quivers/b/64particles", "quivers/b", "<=", 4)
+    target("Trainer.fit / SVI step (b)", "trainer/b", "quivers/b", "<=", 2)
+    for p in "abc":
+        a, b = ms(f"quivers/{p}"), ms(f"quivers_novalid/{p}")
+        if a is not None and b is not None:
+            targets.append({"target": f"validation cost ({p}), ms per step", "ratio": round(a - b, 3),
+                            "bound": "reported", "met": None})
+    lines += ["", "| target | measured | bound | met |", "|---|---|---|---|"]
+    for t in targets:
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['ratio']} | {t['bound']} | {met} |")
+    extras = [k for k in results if k.count("/") == 2 or k.startswith("trainer")]
+    if extras:
+        lines += ["", "| extra run | ms per step |", "|---|---|"]
+        lines += [f"| {k} | {ms(k):.3f} |" if ms(k) is not None else f"| {k} | failed |" for k in extras]
+    return {"table": "\n".join(lines), "targets": targets}
+
+
+if __name__ == "__main__":
+    main()
