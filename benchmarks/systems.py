@@ -130,46 +130,45 @@ def trainer(problem: str, rows: int, particles: int = 1, steps: int = 0, on_bloc
     return lambda: tr.fit(module, dm)
 
 
-# ----------------------------------------------------------------------------- pyro
-def _pyro_model(problem: str, rows: int):
-    import pyro
-    import pyro.distributions as pd
-
-    d = data(problem, rows)
+# ----------------------------------------------------------------------------- pyro / numpyro
+def _ppl_model(problem: str, rows: int, ppl, D, d: dict, zeros):
+    """The benchmark model for Pyro or NumPyro: ``ppl`` is ``pyro`` or ``numpyro``, ``D``
+    its distributions module, ``d`` the data as that library's arrays."""
     if problem == "a":
         def model():
-            mu = pyro.sample("mu", pd.Normal(0.0, 5.0))
-            tau = pyro.sample("tau", pd.HalfCauchy(5.0))
-            with pyro.plate("schools", 8):
-                eta = pyro.sample("eta", pd.Normal(0.0, 1.0))
-                pyro.sample("y", pd.Normal(mu + tau * eta, d["sigma"]), obs=d["y"])
+            mu = ppl.sample("mu", D.Normal(0.0, 5.0))
+            tau = ppl.sample("tau", D.HalfCauchy(5.0))
+            with ppl.plate("schools", 8):
+                eta = ppl.sample("eta", D.Normal(0.0, 1.0))
+                ppl.sample("y", D.Normal(mu + tau * eta, d["sigma"]), obs=d["y"])
     elif problem == "b":
         def model():
-            w = pyro.sample("w", pd.Normal(torch.zeros(30), 1.0).to_event(1))
-            b = pyro.sample("b", pd.Normal(0.0, 1.0))
-            with pyro.plate("data", d["x"].shape[0]):
-                pyro.sample("y", pd.Bernoulli(logits=d["x"] @ w + b), obs=d["y"])
+            w = ppl.sample("w", D.Normal(zeros(30), 1.0).to_event(1))
+            b = ppl.sample("b", D.Normal(0.0, 1.0))
+            with ppl.plate("data", d["x"].shape[0]):
+                ppl.sample("y", D.Bernoulli(logits=d["x"] @ w + b), obs=d["y"])
     else:
         def model():
-            mu_a = pyro.sample("mu_a", pd.Normal(0.0, 5.0))
-            sigma_a = pyro.sample("sigma_a", pd.HalfNormal(2.5))
-            with pyro.plate("groups", GROUPS):
-                a = pyro.sample("a", pd.Normal(mu_a, sigma_a))
-            b = pyro.sample("b", pd.Normal(0.0, 5.0))
-            sigma_y = pyro.sample("sigma_y", pd.HalfNormal(2.5))
-            with pyro.plate("data", rows, subsample_size=SUBSAMPLE) as idx:
-                pyro.sample("y", pd.Normal(a[d["group"][idx]] + b * d["x"][idx], sigma_y), obs=d["y"][idx])
+            mu_a = ppl.sample("mu_a", D.Normal(0.0, 5.0))
+            sigma_a = ppl.sample("sigma_a", D.HalfNormal(2.5))
+            with ppl.plate("groups", GROUPS):
+                a = ppl.sample("a", D.Normal(mu_a, sigma_a))
+            b = ppl.sample("b", D.Normal(0.0, 5.0))
+            sigma_y = ppl.sample("sigma_y", D.HalfNormal(2.5))
+            with ppl.plate("data", rows, subsample_size=SUBSAMPLE) as idx:
+                ppl.sample("y", D.Normal(a[d["group"][idx]] + b * d["x"][idx], sigma_y), obs=d["y"][idx])
     return model
 
 
 def pyro(problem: str, rows: int, jit: bool = False):
     import pyro as p
+    import pyro.distributions as pd
     from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
     from pyro.infer.autoguide import AutoNormal
 
     p.clear_param_store()
     p.enable_validation(False)  # Pyro's fast path, as its docs recommend for timing
-    model = _pyro_model(problem, rows)
+    model = _ppl_model(problem, rows, p, pd, data(problem, rows), torch.zeros)
     guide = AutoNormal(model)
     svi = SVI(model, guide, p.optim.Adam({"lr": LR}), JitTrace_ELBO() if jit else Trace_ELBO())
     return lambda: svi.step()
@@ -179,7 +178,6 @@ def pyro_jit(problem: str, rows: int):
     return pyro(problem, rows, jit=True)
 
 
-# ----------------------------------------------------------------------------- numpyro
 def numpyro(problem: str, rows: int):
     import jax
     import jax.numpy as jnp
@@ -189,29 +187,7 @@ def numpyro(problem: str, rows: int):
     from numpyro.infer.autoguide import AutoNormal
 
     d = {k: jnp.asarray(v.numpy()) for k, v in data(problem, rows).items()}
-    if problem == "a":
-        def model():
-            mu = npr.sample("mu", nd.Normal(0.0, 5.0))
-            tau = npr.sample("tau", nd.HalfCauchy(5.0))
-            with npr.plate("schools", 8):
-                eta = npr.sample("eta", nd.Normal(0.0, 1.0))
-                npr.sample("y", nd.Normal(mu + tau * eta, d["sigma"]), obs=d["y"])
-    elif problem == "b":
-        def model():
-            w = npr.sample("w", nd.Normal(jnp.zeros(30), 1.0).to_event(1))
-            b = npr.sample("b", nd.Normal(0.0, 1.0))
-            with npr.plate("data", d["x"].shape[0]):
-                npr.sample("y", nd.Bernoulli(logits=d["x"] @ w + b), obs=d["y"])
-    else:
-        def model():
-            mu_a = npr.sample("mu_a", nd.Normal(0.0, 5.0))
-            sigma_a = npr.sample("sigma_a", nd.HalfNormal(2.5))
-            with npr.plate("groups", GROUPS):
-                a = npr.sample("a", nd.Normal(mu_a, sigma_a))
-            b = npr.sample("b", nd.Normal(0.0, 5.0))
-            sigma_y = npr.sample("sigma_y", nd.HalfNormal(2.5))
-            with npr.plate("data", rows, subsample_size=SUBSAMPLE) as idx:
-                npr.sample("y", nd.Normal(a[d["group"][idx]] + b * d["x"][idx], sigma_y), obs=d["y"][idx])
+    model = _ppl_model(problem, rows, npr, nd, d, jnp.zeros)
     svi = SVI(model, AutoNormal(model), npr.optim.Adam(LR), Trace_ELBO())
     state = svi.init(jax.random.PRNGKey(0))
     update = jax.jit(svi.update)
