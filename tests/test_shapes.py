@@ -162,3 +162,21 @@ def test_non_vectorized_particles_agree_in_shape():
     guide = AutoNormalGuide(model)
     loss = Trace_ELBO(num_particles=3, vectorize_particles=False)(model, guide, Plated.batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+def test_masked_batch_already_sliced_by_indices_is_validated_on_its_slice():
+    class Masked(MonadicProgram):
+        def __init__(self):
+            super().__init__()
+            data = Plate("data", size=5, subsample_size=2)
+            mask = torch.tensor([True, False, True, True, False])
+            self.declare(
+                Latent("m", lambda: dist.Normal(0.0, 1.0)),
+                Observed("y", lambda m: dist.Normal(m, 1.0), plate=data, obs_mask=mask),
+            )
+
+    model = Masked()
+    # rows 1 and 4 are the masked ones: their NaN placeholders must be accepted
+    batch = model.prepare({"y": torch.tensor([float("nan"), float("nan")]), "data": torch.tensor([1, 4])})
+    guide = AutoNormalGuide(model)
+    assert torch.isfinite(Trace_ELBO()(model, guide, batch))

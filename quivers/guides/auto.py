@@ -69,10 +69,6 @@ class AutoGuide(Guide):
         covers the full plates."""
         return self.model.prepare(batch, subsample=False)
 
-    @staticmethod
-    def _sample_shape(sample_shape: torch.Size | Sequence[int]) -> torch.Size:
-        return torch.Size(sample_shape)
-
     def _params_for(self, site: LatentSite, param: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """A per-site parameter sliced to the batch's subsample indices."""
         return self.registry.select(site, param, batch)

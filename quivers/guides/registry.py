@@ -17,6 +17,7 @@ from torch.distributions import Distribution, Transform, biject_to
 
 from ..errors import GuideError
 from ..program import LatentSiteInfo, MonadicProgram, Plate
+from ..program.program import subsample_scale
 from ..shapes import fmt_shape, reduce_to_sample
 
 __all__ = ["LatentSite", "LatentRegistry"]
@@ -178,11 +179,7 @@ class LatentRegistry:
     @staticmethod
     def scale(site: LatentSite, batch: Mapping[str, torch.Tensor]) -> float:
         """``prod(size / len(indices))`` over the site's plates that the batch subsamples."""
-        scale = 1.0
-        for p in site.plates:
-            if p.name in batch and p.size is not None:
-                scale *= p.size / batch[p.name].shape[0]
-        return scale
+        return subsample_scale(site.plates, batch)
 
     def require_global(self, guide_name: str) -> None:
         """Raise for guides that flatten every latent into one vector when a site is local.

@@ -332,7 +332,7 @@ class MonadicProgram(Recordable, nn.Module):
             if v.is_floating_point() or v.is_complex():
                 finite = torch.isfinite(v)
                 if k in self._masks:  # masked entries may hold NaN placeholders
-                    finite = finite | ~self._mask_for(k, v)
+                    finite = finite | ~self._sliced_mask(self._steps[k], batch)
                 if not bool(finite.all()):
                     n = int((~finite).sum())
                     raise BatchError(
@@ -340,13 +340,6 @@ class MonadicProgram(Recordable, nn.Module):
                         "remove them or mark missing observations with Observed(..., obs_mask=...)"
                     )
             self._checked.add(v, k)
-
-    def _mask_for(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        mask = getattr(self, f"_obs_mask_{name}")
-        try:
-            return mask.expand(value.shape[: value.dim()])
-        except RuntimeError:
-            return mask
 
     def _check_index(self, name: str, idx: torch.Tensor) -> None:
         if idx.dtype not in (torch.int64, torch.int32) or idx.dim() != 1:
@@ -373,14 +366,6 @@ class MonadicProgram(Recordable, nn.Module):
                     ):
                         fields.append(f)
         return fields
-
-    def site_scale(self, plates: tuple[Plate, ...], batch: Mapping[str, torch.Tensor]) -> float:
-        """Subsampling scale of a latent site in ``plates``: ``prod(size / len(indices))``."""
-        scale = 1.0
-        for p in plates:
-            if p.name in batch and p.size is not None:
-                scale *= p.size / batch[p.name].shape[0]
-        return scale
 
     def plate_extent(self, plate: Plate, batch: Mapping[str, torch.Tensor]) -> int:
         """Length of a latent site's plate dimension for this batch.
@@ -491,7 +476,10 @@ class MonadicProgram(Recordable, nn.Module):
             if d in env:
                 kwargs[d] = env[d]
             elif d in self._steps:
-                kwargs[d] = _raise_missing_observed(self._steps[d], step)
+                raise BatchError(
+                    f"site {step.name!r} depends on {d!r}, which has no value (an observed site missing "
+                    "from the batch?)"
+                )
             elif d in self._plates:
                 kwargs[d] = batch[d] if d in batch else torch.arange(self.plate_extent(self._plates[d], batch))
             elif d in batch:
@@ -565,7 +553,7 @@ class MonadicProgram(Recordable, nn.Module):
                 )
             if is_validation_enabled() and not bool(d.support.check(v).all()):
                 raise SupportError(f"site {step.name!r}: the batch value lies outside the support {d.support}")
-            scale = self.site_scale(step.plates, run.batch)
+            scale = subsample_scale(step.plates, run.batch)
             lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
             return Site(step.name, "observed", v, lp, d, d.support, _names(step.plates), scale)
         elif sample_latent:
@@ -576,7 +564,7 @@ class MonadicProgram(Recordable, nn.Module):
             raise BatchError(f"no value for latent site {step.name!r}; the guide must provide every latent site")
         if is_validation_enabled():
             self._check_dist_shape(step, d, sample_shape + bshape)
-        scale = self.site_scale(step.plates, run.batch)
+        scale = subsample_scale(step.plates, run.batch)
         lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
         return Site(step.name, "latent", v, lp, d, d.support, _names(step.plates), scale)
 
@@ -814,6 +802,16 @@ class MonadicProgram(Recordable, nn.Module):
         return infos
 
 
+def subsample_scale(plates: tuple[Plate, ...], batch: Mapping[str, torch.Tensor]) -> float:
+    """Scale of a site local to ``plates``: ``prod(size / len(indices))`` over the plates
+    whose subsample indices the batch carries."""
+    scale = 1.0
+    for p in plates:
+        if p.name in batch and p.size is not None:
+            scale *= p.size / batch[p.name].shape[0]
+    return scale
+
+
 def subsample_indices(n: int, k: int) -> torch.Tensor:
     """``k`` distinct indices drawn uniformly from ``range(n)``, in O(k) time for k << n.
 
@@ -832,11 +830,3 @@ def subsample_indices(n: int, k: int) -> torch.Tensor:
 
 def _names(plates: tuple[Plate, ...]) -> tuple[str, ...]:
     return tuple(p.name for p in plates)
-
-
-def _raise_missing_observed(dep: Step | Param, step: Step) -> Any:
-    raise BatchError(
-        f"site {step.name!r} depends on {dep.name!r}, which has no value (an observed site missing "
-        "from the batch?)"
-    )
-
