@@ -2,7 +2,10 @@
 Pyro and NumPyro (see systems.py for the problems and systems).
 
 Each (system, problem) runs in its own process with one compute thread (torch and XLA),
-warms up, then times 5 blocks of steps; the figure is the median block's ms per step.
+warms up, then times 5 blocks of steps; a run's figure is the median block's ms per step.
+All runs are repeated in ``--repeats`` interleaved rounds (3 by default) and the reported
+figure is the median over rounds, since on a shared VM the speed of one process can be
+off by a third.
 
 usage:
   python benchmarks/speed.py                 # everything available; table + JSON + markdown
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated systems")
     ap.add_argument("--problems", default="a,b,c")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the figure is their median")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
     ap.add_argument("--markdown", default=str(HERE / "results" / "speed.md"))
     args = ap.parse_args()
@@ -95,6 +99,8 @@ def main() -> None:
         return
 
     warm, block = (20, 20) if args.quick else (300, 300)
+    if args.quick:
+        args.repeats = 1
     problems = args.problems.split(",")
     systems = ["floor", "quivers", "quivers_novalid", "quivers_compiled", "pyro", "pyro_jit", "numpyro"]
     if args.quick:
@@ -105,25 +111,11 @@ def main() -> None:
         systems = [s for s in systems if not s.startswith("pyro")]
     if not (_have("numpyro") and _have("jax")):
         systems = [s for s in systems if s != "numpyro"]
-    results: dict[str, dict] = {}
+    jobs: list[tuple[str, str, str, int, dict]] = []
 
     def record(key: str, system: str, problem: str, rows: int = 50_000, **opts) -> None:
-        slow = system in ("pyro", "floor_c") or problem == "c"
-        w, b = (warm, max(block // 3, 10)) if slow else (warm, block)
-        if system == "quivers_compiled":
-            w = max(w, 50)
-        base = {"quivers_novalid": "quivers", "quivers_compiled": "quivers"}.get(system, system)
-        if system == "quivers_novalid":
-            opts["validation"] = False
-        if system == "quivers_compiled":
-            opts["compile"] = True
-        r = run_one(base, problem, rows, w, b, **opts)
-        results[key] = r
-        ms = "failed: " + r.get("error", "") if r["ms"] is None else f"{r['ms']:.3f} ms"
-        print(f"  {key:<28} {ms}", flush=True)
+        jobs.append((key, system, problem, rows, opts))
 
-    print(f"quivers speed benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{THREADS} thread per process)")
     for p in problems:
         for s in systems:
             record(f"{s}/{p}", s, p)
@@ -134,13 +126,36 @@ def main() -> None:
         if "c" in problems:
             record("quivers/c/500k", "quivers", "c", rows=500_000)
 
+    print(f"quivers speed benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{THREADS} thread per process, {args.repeats} interleaved rounds)")
+    rounds: dict[str, list[dict]] = {key: [] for key, *_ in jobs}
+    for r in range(args.repeats):  # every job once per round, so slow drifts of the machine hit all alike
+        for key, system, problem, rows, opts in jobs:
+            slow = system == "pyro" or problem == "c"
+            w, b = (warm, max(block // 3, 10)) if slow else (warm, block)
+            opts = dict(opts)
+            if system == "quivers_compiled":
+                w, opts["compile"] = max(w, 50), True
+            if system == "quivers_novalid":
+                opts["validation"] = False
+            base = {"quivers_novalid": "quivers", "quivers_compiled": "quivers"}.get(system, system)
+            res = run_one(base, problem, rows, w, b, **opts)
+            rounds[key].append(res)
+            ms = "failed: " + res.get("error", "") if res["ms"] is None else f"{res['ms']:.3f} ms"
+            print(f"  round {r + 1}  {key:<28} {ms}", flush=True)
+    results: dict[str, dict] = {}
+    for key, runs in rounds.items():
+        good = [x["ms"] for x in runs if x["ms"] is not None]
+        results[key] = {**runs[-1], "ms": statistics.median(good) if good else None,
+                        "rounds_ms": [None if x["ms"] is None else round(x["ms"], 4) for x in runs]}
+
     report = _report(results)
     print("\n" + report["table"])
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{platform.platform()}, {os.cpu_count()} cores", "python": platform.python_version(),
             "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
-            "threads_per_process": THREADS}
+            "threads_per_process": THREADS, "rounds": args.repeats}
     out.write_text(json.dumps({"meta": meta, "results": results, "targets": report["targets"]}, indent=2))
     pathlib.Path(args.markdown).write_text(report["table"] + "\n")
     print(f"\nwritten: {out}, {args.markdown}")

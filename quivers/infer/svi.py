@@ -9,6 +9,7 @@ import torch
 
 from ..guides.guide import Guide
 from ..program import MonadicProgram
+from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
 
 __all__ = ["SVI"]
@@ -30,6 +31,12 @@ class SVI:
         (as Pyro's param store does).
     loss : ELBO
         The objective (default ``Trace_ELBO()``).
+    compile : bool
+        Run the loss and its backward as one ``torch.compile`` graph, and the optimizer
+        step as another (torch.optim marks a deliberate graph break there; see :class:`~quivers.infer.compiled.CompiledObjective`). The
+        first step runs eagerly with every check; a model that cannot be compiled falls
+        back to eager with a ``UserWarning``. Compilation takes seconds, so it pays for
+        fits of thousands of steps.
 
     Examples
     --------
@@ -39,7 +46,13 @@ class SVI:
     """
 
     def __init__(
-        self, model: MonadicProgram, guide: Guide, optim: torch.optim.Optimizer, loss: ELBO | None = None,
+        self,
+        model: MonadicProgram,
+        guide: Guide,
+        optim: torch.optim.Optimizer,
+        loss: ELBO | None = None,
+        *,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.guide = guide
@@ -49,6 +62,11 @@ class SVI:
         missing = [p for p in model.parameters() if p.requires_grad and id(p) not in have]
         if missing:
             optim.add_param_group({"params": missing})
+        self.compile = bool(compile)
+        self._objective = CompiledObjective(self.loss, model, guide) if compile else None
+        self._optim_step = (
+            compile_fallback(optim.step, f"the {type(optim).__name__} step", fullgraph=False) if compile else optim.step
+        )
 
     def step(self, batch: Mapping[str, Any] | None = None) -> float:
         """Take one gradient step on the loss.
@@ -64,9 +82,12 @@ class SVI:
             On invalid input, before any parameter changes.
         """
         self.optim.zero_grad(set_to_none=True)
-        loss = self.loss(self.model, self.guide, batch)
+        if self._objective is not None:
+            loss = self._objective(batch)
+        else:
+            loss = self.loss(self.model, self.guide, batch)
         loss.backward()
-        self.optim.step()
+        self._optim_step()
         return float(loss.detach())
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 
 from .._version import __version__
 from ..guides.guide import Guide
+from ..infer.compiled import CompiledObjective
 from ..infer.elbo import ELBO, Trace_ELBO
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
@@ -88,13 +89,20 @@ class SVIModule(L.LightningModule):
         Posterior draws for the held-out log predictive density.
     data_plate : str
         The model's plate whose global size is the data module's ``num_data``.
+    compile : bool
+        Run the loss and its backward under ``torch.compile`` as one graph (see
+        :class:`~quivers.infer.compiled.CompiledObjective`); the first step runs eagerly
+        with every check, and a model that cannot be compiled falls back to eager with a
+        ``UserWarning``. The optimizer step stays Lightning's.
 
     Logged metrics
     --------------
     ``train/elbo`` (estimate of the full-data ELBO, nats) and ``train/elbo_per_obs``
-    (divided by the data plate's size), on step and epoch, as torchmetrics means
-    weighted by batch rows; ``val/lpd`` (held-out log predictive density per
-    observation) when a validation set exists.
+    (divided by the data plate's size): epoch means weighted by batch rows
+    (torchmetrics ``MeanMetric``, synchronised across devices), and the step values as
+    ``train/elbo_step`` and ``train/elbo_per_obs_step`` on the steps the logger writes
+    (every ``Trainer(log_every_n_steps=...)``); ``val/lpd`` (held-out log predictive
+    density per observation) when a validation set exists.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class SVIModule(L.LightningModule):
         num_predict_samples: int = 100,
         num_val_samples: int = 100,
         data_plate: str = "data",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(model, dict):
@@ -136,7 +145,9 @@ class SVIModule(L.LightningModule):
             "num_predict_samples": self.num_predict_samples,
             "num_val_samples": self.num_val_samples,
             "data_plate": data_plate,
+            "compile": bool(compile),
         })
+        self._compiled = CompiledObjective(self.elbo, self.model, self.guide) if compile else None
         self._rng_state: torch.Tensor | None = None
         self._cuda_rng_state: torch.Tensor | None = None
         self.train_elbo = MeanMetric()
@@ -189,7 +200,10 @@ class SVIModule(L.LightningModule):
             torch.set_rng_state(self._rng_state)
             if devices and self._cuda_rng_state is not None:
                 torch.cuda.set_rng_state(self._cuda_rng_state, devices[0])
-            loss = self.elbo(self.model, self.guide, batch)
+            if self._compiled is not None:
+                loss = self._compiled(batch)
+            else:
+                loss = self.elbo(self.model, self.guide, batch)
             self._rng_state = torch.get_rng_state()
             self._cuda_rng_state = torch.cuda.get_rng_state(devices[0]) if devices else None
         return loss
@@ -198,12 +212,31 @@ class SVIModule(L.LightningModule):
         loss = self._objective(batch)
         rows = self._rows(batch)
         elbo = -loss.detach()
-        self.train_elbo(elbo, weight=rows)  # forward: updates the epoch state and caches the step value
-        self.log("train/elbo", self.train_elbo, on_step=True, on_epoch=True, prog_bar=True, batch_size=rows)
-        n = self._num_data() or rows
-        self.train_elbo_per_obs(elbo / n, weight=rows)
-        self.log("train/elbo_per_obs", self.train_elbo_per_obs, on_step=True, on_epoch=True, batch_size=rows)
+        per_obs = elbo / (self._num_data() or rows)
+        self.train_elbo.update(elbo, weight=rows)
+        self.train_elbo_per_obs.update(per_obs, weight=rows)
+        if self._logs_this_step():
+            self.log("train/elbo_step", elbo, on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
+            self.log("train/elbo_per_obs_step", per_obs, on_step=True, on_epoch=False, batch_size=rows)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the trainer writes step metrics after this step (every ``log_every_n_steps``).
+
+        Each ``self.log`` call costs Lightning about as much as a small model's whole
+        step, so step values are only logged when the logger will write them.
+        """
+        if self._trainer is None:
+            return True
+        every = max(int(getattr(self.trainer, "log_every_n_steps", 1) or 1), 1)
+        return (self.global_step + 1) % every == 0 or self.global_step == 0
+
+    def on_train_epoch_end(self) -> None:
+        # epoch means weighted by rows, synchronised across devices by torchmetrics
+        self.log("train/elbo", self.train_elbo.compute(), prog_bar=True)
+        self.log("train/elbo_per_obs", self.train_elbo_per_obs.compute())
+        self.train_elbo.reset()
+        self.train_elbo_per_obs.reset()
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         lpd = self.log_predictive_density(batch)
