@@ -9,9 +9,9 @@ import lightning as L
 import pytest
 import torch
 import torch._dynamo
+from helpers import NormalNormal
 from torch import distributions as dist
 
-from helpers import NormalNormal
 from quivers import Latent, MonadicProgram, Observed, Plate
 from quivers.datasets import TensorDataModule, load_breast_cancer, simulate_varying_intercepts
 from quivers.datasets.real import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y

@@ -32,8 +32,9 @@ class SVI:
     loss : ELBO
         The objective (default ``Trace_ELBO()``).
     compile : bool
-        Run the loss and its backward as one ``torch.compile`` graph, and the optimizer
-        step as another (torch.optim marks a deliberate graph break there; see :class:`~quivers.infer.compiled.CompiledObjective`). The
+        Run the loss and its backward as one ``torch.compile`` graph (see
+        :class:`~quivers.infer.compiled.CompiledObjective`), and the optimizer step under
+        ``torch.compile`` too (``torch.optim`` keeps one deliberate graph break there). The
         first step runs eagerly with every check; a model that cannot be compiled falls
         back to eager with a ``UserWarning``. Compilation takes seconds, so it pays for
         fits of thousands of steps.
