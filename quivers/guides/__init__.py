@@ -5,7 +5,16 @@ step specs, through the shared :class:`LatentRegistry`.
 """
 
 from .auto import AutoGuide
+from .composite import AutoCallable, AutoGuideList
+from .continuous import AutoContinuous
 from .delta import AutoDelta, AutoDeltaGuide
+from .gaussian import (
+    AutoBatchedLowRankMultivariateNormal,
+    AutoBatchedMultivariateNormal,
+    AutoDiagonalNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+)
 from .guide import Guide
 from .initialization import (
     init_to_feasible,
@@ -15,11 +24,15 @@ from .initialization import (
     init_to_uniform,
     init_to_value,
 )
+from .laplace import AutoLaplaceApproximation
 from .normal import AutoNormal, AutoNormalGuide
 from .registry import LatentRegistry, LatentSite
 
 __all__ = [
     "Guide", "AutoGuide", "AutoNormalGuide", "AutoNormal", "AutoDeltaGuide", "AutoDelta",
+    "AutoContinuous", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
+    "AutoBatchedMultivariateNormal", "AutoBatchedLowRankMultivariateNormal", "AutoLaplaceApproximation",
+    "AutoGuideList", "AutoCallable",
     "LatentRegistry", "LatentSite", "init_to_median", "init_to_mean", "init_to_feasible",
     "init_to_uniform", "init_to_value", "init_to_sample",
 ]

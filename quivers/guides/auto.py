@@ -51,6 +51,7 @@ class AutoGuide(Guide):
         if isinstance(init_loc_fn, str):
             init_loc_fn = import_path(init_loc_fn)
         object.__setattr__(self, "model", model)  # a reference, not a submodule
+        self.observed_names = tuple(observed_names or ())
         self.registry = LatentRegistry(model, exclude=observed_names)
         self.init_loc_fn = init_loc_fn
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
 from ..spec import Recordable
 
@@ -83,6 +84,17 @@ class Guide(Recordable, nn.Module, ABC):
         """
         z = self.rsample(batch, sample_shape)
         return z, self.log_prob(batch, z)
+
+    def site_posteriors(self, batch: Batch = None) -> dict[str, Distribution] | None:
+        """Independent per-site distributions of the constrained values, or ``None``.
+
+        A guide whose sites are mutually independent (mean-field) may return
+        ``{site: q(z_site)}`` with batch shape the site's (subsampled) batch shape and the
+        site's event shape; :class:`~quivers.infer.TraceMeanField_ELBO` then uses an
+        analytic ``KL(q || prior)`` wherever ``torch.distributions`` registers one. The
+        default, ``None``, means the guide is not mean-field (or does not say).
+        """
+        return None
 
     def forward(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
         """Alias of :meth:`rsample`."""

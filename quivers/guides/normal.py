@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 
 from ..errors import GuideError
 from ..program import MonadicProgram
@@ -151,6 +152,20 @@ class AutoNormalGuide(AutoGuide):
             loc, scale = self._loc_scale(s, batch)
             u = loc + scale * z.reshape((-1,) + (1,) * loc.dim())
             out[s.name] = s.transform(u).detach()
+        return out
+
+    def site_posteriors(self, batch: Batch = None) -> dict[str, Distribution]:
+        """Per-site ``q``: a real ``Normal`` (``Independent`` over event dims) at sites with
+        real support, so analytic KLs apply; elsewhere the Normal pushed through the
+        site's ``biject_to`` transform."""
+        batch = self._prepare(batch)
+        out: dict[str, Distribution] = {}
+        for s in self.registry:
+            loc, scale = self._loc_scale(s, batch)
+            q: Distribution = Normal(loc, scale)
+            if s.unconstrained_event_ndim:
+                q = Independent(q, s.unconstrained_event_ndim)
+            out[s.name] = q if s.is_real else TransformedDistribution(q, [s.transform])
         return out
 
     def scales(self, batch: Batch = None) -> dict[str, torch.Tensor]:

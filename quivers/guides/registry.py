@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution, Transform, biject_to
+from torch.distributions import Distribution, Transform, biject_to, constraints
 
 from ..errors import GuideError
 from ..program import LatentSiteInfo, MonadicProgram, Plate
@@ -74,6 +74,15 @@ class LatentSite:
     def unconstrained_event_ndim(self) -> int:
         """Event rank of the unconstrained value."""
         return len(self.unconstrained_shape) - len(self.batch_shape)
+
+    @property
+    def is_real(self) -> bool:
+        """Whether the support is the real line (or ``independent(real, n)``): the
+        unconstrained and constrained values coincide."""
+        c = self.support
+        while isinstance(c, constraints.independent):
+            c = c.base_constraint
+        return c is constraints.real
 
     @property
     def is_local(self) -> bool:
@@ -217,36 +226,85 @@ class LatentRegistry:
         return site.transform.inv(x)
 
     # ---------------------------------------------------------------- flat packing
-    def pack(self, values: Mapping[str, torch.Tensor], sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        """Concatenate unconstrained per-site values into one vector.
+    def block_shape(self, batch_ndim: int = 0) -> torch.Size:
+        """The leading ``batch_ndim`` dimensions every site's unconstrained value shares.
+
+        Guides with block-diagonal structure (``AutoBatchedMultivariateNormal``) pack each
+        block separately: the flat vector has shape ``block_shape + (size / numel(block_shape),)``.
+
+        Raises
+        ------
+        GuideError
+            If ``batch_ndim`` is negative, exceeds a site's batch rank, or the sites'
+            leading dimensions differ.
+        """
+        if int(batch_ndim) != batch_ndim or batch_ndim < 0:
+            raise GuideError(f"batch_ndim must be a non-negative int, got {batch_ndim!r}")
+        if batch_ndim == 0:
+            return torch.Size()
+        shapes = {}
+        for s in self:
+            if len(s.batch_shape) < batch_ndim:
+                raise GuideError(
+                    f"batch_ndim={batch_ndim}: site {s.name!r} has only {len(s.batch_shape)} batch "
+                    f"dimension(s) (shape {fmt_shape(s.shape)})"
+                )
+            shapes[s.name] = s.unconstrained_shape[:batch_ndim]
+        if len(set(shapes.values())) > 1:
+            found = ", ".join(f"{k}: {fmt_shape(v)}" for k, v in shapes.items())
+            raise GuideError(
+                f"batch_ndim={batch_ndim}: every latent site must share its leading {batch_ndim} batch "
+                f"dimension(s), found {found}; guide the sites that differ with another guide "
+                "(AutoGuideList)"
+            )
+        return next(iter(shapes.values()))
+
+    def pack(
+        self, values: Mapping[str, torch.Tensor], sample_shape: torch.Size = torch.Size(), batch_ndim: int = 0,
+    ) -> torch.Tensor:
+        """Concatenate unconstrained per-site values into one vector (per block).
 
         Parameters
         ----------
         values : mapping of str to tensor
             Unconstrained values, shape ``sample_shape + unconstrained_shape`` per site.
+        sample_shape : torch.Size
+            Leading particle shape.
+        batch_ndim : int
+            Leading site dimensions kept as blocks (see :meth:`block_shape`).
 
         Returns
         -------
         torch.Tensor
-            Shape ``sample_shape + (size,)``.
+            Shape ``sample_shape + block_shape + (size / numel(block_shape),)``.
         """
-        parts = [values[s.name].reshape(sample_shape + (s.numel,)) for s in self]
+        blocks = self.block_shape(batch_ndim) if batch_ndim else torch.Size()
+        parts = [values[s.name].reshape(sample_shape + blocks + (-1,)) for s in self]
         return torch.cat(parts, dim=-1)
 
-    def unpack(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat unconstrained vector (shape ``sample_shape + (size,)``) per site.
+    def unpack(self, flat: torch.Tensor, batch_ndim: int = 0) -> dict[str, torch.Tensor]:
+        """Split a flat unconstrained vector, shape ``sample_shape + block_shape + (dim,)``,
+        into per-site values of shape ``sample_shape + unconstrained_shape``.
 
         Raises
         ------
         GuideError
-            If the last dimension is not ``size``.
+            If the trailing dimensions do not match the packing.
         """
-        if flat.shape[-1] != self.size:
-            raise GuideError(f"flat latent vector has {flat.shape[-1]} coordinates, expected {self.size}")
-        ss = flat.shape[:-1]
-        return {
-            s.name: flat[..., s.offset: s.offset + s.numel].reshape(ss + s.unconstrained_shape) for s in self
-        }
+        blocks = self.block_shape(batch_ndim) if batch_ndim else torch.Size()
+        dim = self.size // max(blocks.numel(), 1)
+        if flat.shape[-1] != dim or tuple(flat.shape[flat.dim() - 1 - len(blocks): -1]) != tuple(blocks):
+            raise GuideError(
+                f"flat latent vector has shape {fmt_shape(flat.shape)}, expected sample_shape + "
+                f"{fmt_shape(blocks + (dim,))}"
+            )
+        ss = flat.shape[: flat.dim() - 1 - len(blocks)]
+        out, start = {}, 0
+        for s in self:
+            n = s.numel // max(blocks.numel(), 1)
+            out[s.name] = flat[..., start: start + n].reshape(ss + s.unconstrained_shape)
+            start += n
+        return out
 
     @staticmethod
     def check_value(site: LatentSite, value: torch.Tensor, what: str) -> torch.Tensor:

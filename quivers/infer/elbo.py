@@ -7,12 +7,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributions import Distribution, kl_divergence
 
 from ..guides.guide import Guide
 from ..program import MonadicProgram
+from ..shapes import reduce_to_sample
 from ..spec import Recordable
 
-__all__ = ["ELBO", "Trace_ELBO"]
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO"]
 
 
 class ELBO(Recordable, nn.Module):
@@ -97,3 +99,59 @@ class Trace_ELBO(ELBO):
             surrogate = elbo + log_q * elbo.detach()
             elbo = elbo.detach() + (surrogate - surrogate.detach())
         return elbo
+
+
+class TraceMeanField_ELBO(Trace_ELBO):
+    """ELBO with analytic KL terms for mean-field guides (Pyro's ``TraceMeanField_ELBO``).
+
+    For a guide whose latent sites are mutually independent (it returns per-site
+    distributions from :meth:`~quivers.guides.Guide.site_posteriors`), the ELBO is
+    ``E_q[log p(x | z)] - sum_i E_q[KL(q(z_i) || p(z_i | parents))]``. Each KL whose
+    pair of distribution types ``torch.distributions`` registers (Normal-Normal, for
+    instance) is computed in closed form at the sampled parents, which removes its Monte
+    Carlo noise; other sites keep the ``log p - log q`` estimate. For guides that are not
+    mean-field this is :class:`Trace_ELBO`. Expectations agree with ``Trace_ELBO``; the
+    variance is lower (Kingma & Welling 2014, eq. 10; Roeder et al. 2017).
+
+    Parameters
+    ----------
+    num_particles, vectorize_particles
+        See :class:`ELBO`.
+    """
+
+    def _particles(self, model: MonadicProgram, guide: Guide, batch: Mapping[str, Any], ss: torch.Size) -> torch.Tensor:
+        dists = guide.site_posteriors(batch) if guide.has_rsample else None
+        if dists is None:
+            return super()._particles(model, guide, batch, ss)
+        z = {k: d.rsample(ss) for k, d in dists.items()}
+        tr = model.trace(batch, z, ss)
+        elbo = torch.zeros(ss)
+        for name, site in tr.items():
+            if site.log_prob is None:
+                continue
+            if name in dists and site.kind == "latent":
+                kl = _analytic_kl(dists[name], site.fn, ss)
+                if kl is None:
+                    log_q = dists[name].log_prob(z[name])
+                    elbo = elbo + site.log_prob - _sum_batch(log_q, ss, dists[name].batch_shape) * site.scale
+                else:
+                    elbo = elbo - kl * site.scale
+            else:
+                elbo = elbo + site.log_prob
+        return elbo
+
+
+def _sum_batch(x: torch.Tensor, ss: torch.Size, batch_shape: torch.Size) -> torch.Tensor:
+    """A per-element term of shape broadcastable to ``ss + batch_shape``, summed to ``ss``."""
+    return reduce_to_sample(x.expand(torch.broadcast_shapes(x.shape, ss + batch_shape)), ss)
+
+
+def _analytic_kl(q: Distribution, p: Distribution, ss: torch.Size) -> torch.Tensor | None:
+    """``KL(q || p)`` summed to shape ``ss``, or ``None`` when no closed form is registered."""
+    if p is None or q.event_shape != p.event_shape:
+        return None
+    try:
+        kl = kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+    return _sum_batch(kl, ss, q.batch_shape)

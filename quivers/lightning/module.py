@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from .._version import __version__
+from ..guides.composite import guide_from_spec
 from ..guides.guide import Guide
 from ..infer.compiled import CompiledObjective
 from ..infer.elbo import ELBO, Trace_ELBO
@@ -35,10 +35,7 @@ def build_guide(guide: GuideArg, model: MonadicProgram) -> Guide:
         If the result is not a :class:`Guide`.
     """
     if isinstance(guide, dict):
-        cls = from_spec({"callable": guide["class_path"]})
-        args = {k: from_spec(v) for k, v in guide.get("init_args", {}).items()}
-        takes_model = "model" in inspect.signature(cls).parameters
-        guide = cls(model, **args) if takes_model else cls(**args)
+        guide = guide_from_spec(guide, model)
     elif not isinstance(guide, Guide) and callable(guide):
         guide = guide(model)
     if not isinstance(guide, Guide):

@@ -1,0 +1,157 @@
+"""``AutoContinuous``: guides over one flat unconstrained latent vector (Pyro's ``AutoContinuous``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.distributions import Distribution, Independent, Normal, Transform, TransformedDistribution
+
+from ..program import MonadicProgram
+from .auto import AutoGuide
+from .guide import Batch, Sites
+from .initialization import InitFn, init_to_median
+
+__all__ = ["AutoContinuous"]
+
+
+class AutoContinuous(AutoGuide):
+    """Base of guides whose posterior is one distribution over all latents, flattened.
+
+    Every latent site is mapped to unconstrained space by ``biject_to(support)`` and the
+    unconstrained values are concatenated, in declaration order, into one vector ``u`` of
+    length :attr:`latent_dim` (per block when ``batch_ndim > 0``). A subclass defines
+    the posterior over ``u`` (:meth:`get_posterior`, or :meth:`get_base_dist` and
+    :meth:`get_transform`); this class does the packing, the constraining transforms and
+    the Jacobian terms: ``log q(z) = log q(u) - log|det J(u)|`` (Kucukelbir et al. 2017,
+    ADVI).
+
+    Parameters
+    ----------
+    model : MonadicProgram
+        The model.
+    observed_names : sequence of str, optional
+        Sites left out of the guide.
+    init_loc_fn : callable or str
+        Init strategy for the location (default :func:`init_to_median`).
+    batch_ndim : int
+        Leading batch dimensions kept as independent blocks (block-diagonal structure);
+        every site must share them. ``0`` (default) is one block over all latents.
+
+    Attributes
+    ----------
+    latent_dim : int
+        Length of the flat unconstrained vector of one block.
+    batch_shape : torch.Size
+        Shape of the blocks (``()`` when ``batch_ndim == 0``).
+
+    Raises
+    ------
+    GuideError
+        If a latent site sits in a subsampled plate (a flat vector cannot follow the
+        subsample; use ``AutoNormalGuide`` for local latents, or ``AutoGuideList``), if
+        the sites do not share their leading ``batch_ndim`` dimensions, or as
+        :class:`AutoGuide`.
+    """
+
+    def __init__(
+        self,
+        model: MonadicProgram,
+        observed_names: Sequence[str] | None = None,
+        init_loc_fn: InitFn | str = init_to_median,
+        batch_ndim: int = 0,
+    ) -> None:
+        super().__init__(model, observed_names, init_loc_fn)
+        self.registry.require_global(type(self).__name__)
+        self.batch_shape = self.registry.block_shape(batch_ndim)
+        self.batch_ndim = int(batch_ndim)
+        self.latent_dim = self.registry.size // max(self.batch_shape.numel(), 1)
+
+    # ------------------------------------------------------------------ to override
+    def _init_loc(self) -> torch.Tensor:
+        """Flat unconstrained initial location from ``init_loc_fn``, shape ``batch_shape + (latent_dim,)``."""
+        values = {
+            s.name: self.registry.unconstrain(s, self._init_value(s)).reshape(s.unconstrained_shape)
+            for s in self.registry
+        }
+        return self.registry.pack(values, batch_ndim=self.batch_ndim).detach().clone()
+
+    def get_base_dist(self) -> Distribution:
+        """The base distribution: standard Normal, batch shape :attr:`batch_shape`,
+        event shape ``(latent_dim,)``."""
+        p = next(self.parameters())
+        zeros = torch.zeros(self.batch_shape + (self.latent_dim,), dtype=p.dtype, device=p.device)
+        return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
+
+    def get_transform(self) -> Transform:
+        """The transform from :meth:`get_base_dist` to the flat unconstrained posterior.
+
+        Raises
+        ------
+        NotImplementedError
+            For guides whose posterior is not a transform of the base (low-rank).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define get_transform")
+
+    def get_posterior(self, batch: Batch = None) -> Distribution:
+        """The posterior over the flat unconstrained vector: batch shape
+        :attr:`batch_shape`, event shape ``(latent_dim,)``. The default pushes
+        :meth:`get_base_dist` through :meth:`get_transform`."""
+        return TransformedDistribution(self.get_base_dist(), [self.get_transform()])
+
+    # ------------------------------------------------------------------ shared machinery
+    def _block_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum a per-block log-density (``sample_shape + batch_shape``) over blocks."""
+        return x.sum(tuple(range(-self.batch_ndim, 0))) if self.batch_ndim else x
+
+    def _constrain(self, u: torch.Tensor, ss: torch.Size) -> tuple[Sites, torch.Tensor]:
+        """Unpack a flat draw and constrain each site: values and total ``log|det J|``."""
+        values: Sites = {}
+        ladj = torch.zeros(ss, dtype=u.dtype, device=u.device)
+        for name, us in self.registry.unpack(u, self.batch_ndim).items():
+            values[name], l_site = self.registry.constrain(self.registry[name], us, ss)
+            ladj = ladj + l_site
+        return values, ladj
+
+    def unconstrained(self, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The flat unconstrained vector of constrained site values.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``sample_shape + batch_shape + (latent_dim,)``.
+        """
+        first = self.registry.names[0]
+        x0, s0 = sites[first], self.registry[first]
+        ss = x0.shape[: x0.dim() - len(s0.shape)]
+        u = {s.name: self.registry.unconstrain(s, sites[s.name]) for s in self.registry}
+        return self.registry.pack(u, ss, self.batch_ndim)
+
+    def rsample_and_log_prob(
+        self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
+    ) -> tuple[Sites, torch.Tensor]:
+        batch = self._prepare(batch)
+        ss = torch.Size(sample_shape)
+        try:
+            transform = self.get_transform()
+        except NotImplementedError:
+            q = self.get_posterior(batch)
+            u = q.rsample(ss)
+            log_q = q.log_prob(u)
+        else:  # one pass, no inverse: log q(u) = log base(eps) - log|det dT/deps|
+            base = self.get_base_dist()
+            eps = base.rsample(ss)
+            u = transform(eps)
+            log_q = base.log_prob(eps) - transform.log_abs_det_jacobian(eps, u)
+        values, ladj = self._constrain(u, ss)
+        return values, self._block_sum(log_q) - ladj
+
+    def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
+        return self.rsample_and_log_prob(batch, sample_shape)[0]
+
+    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        batch = self._prepare(batch)
+        u = self.unconstrained(sites)
+        ss = u.shape[: u.dim() - 1 - self.batch_ndim]
+        _, ladj = self._constrain(u, ss)
+        return self._block_sum(self.get_posterior(batch).log_prob(u)) - ladj

@@ -1,0 +1,49 @@
+"""Transforms the guides need that ``torch.distributions`` does not define."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Transform, constraints
+
+__all__ = ["LowerCholeskyAffine"]
+
+
+class LowerCholeskyAffine(Transform):
+    """``y = loc + scale_tril @ x`` on the last dimension (event dim 1).
+
+    Parameters
+    ----------
+    loc : torch.Tensor
+        Shape ``batch_shape + (D,)``.
+    scale_tril : torch.Tensor
+        Lower-triangular with positive diagonal, shape ``batch_shape + (D, D)``.
+
+    Notes
+    -----
+    ``log|det J| = sum(log diag(scale_tril))``, the same for every ``x``; the inverse
+    is a triangular solve.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor, cache_size: int = 0) -> None:
+        super().__init__(cache_size=cache_size)
+        self.loc = loc
+        self.scale_tril = scale_tril
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LowerCholeskyAffine) and self.loc is other.loc and self.scale_tril is other.scale_tril
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return self.loc + (self.scale_tril @ x.unsqueeze(-1)).squeeze(-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        rhs = (y - self.loc).unsqueeze(-1)
+        tril = self.scale_tril.expand(rhs.shape[:-2] + self.scale_tril.shape[-2:])
+        return torch.linalg.solve_triangular(tril, rhs, upper=False).squeeze(-1)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ld = self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return ld.expand(x.shape[:-1])
