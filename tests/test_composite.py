@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from helpers import LocalNormal, NormalNormal, fit
 from torch import distributions as dist
 from torch import nn
 
-from helpers import LocalNormal, NormalNormal, fit
 from quivers.datasets import EightSchoolsData
 from quivers.errors import GuideError
 from quivers.guides import AutoCallable, AutoGuideList, AutoMultivariateNormal, AutoNormalGuide

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import LocalNormal, NormalNormal, fit
 from torch import distributions as dist
 
-from helpers import LocalNormal, NormalNormal, fit
 from quivers import Latent, MonadicProgram, Observed, Plate
 from quivers.errors import GuideError
 from quivers.guides import (
