@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test test-slow lint run docs bench clean
+.PHONY: install test test-slow lint run docs bench bench-accuracy clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ clean:
 bench: install
 	$(PIP) install -q -e .[bench]
 	$(PY) benchmarks/speed.py
+
+bench-accuracy: install
+	$(PY) benchmarks/accuracy.py

@@ -5,7 +5,7 @@ Models are :class:`MonadicProgram` modules declared as step specs; guides are
 :mod:`quivers.infer`; Lightning integration in :mod:`quivers.lightning`.
 """
 
-from . import errors
+from . import constraints, errors
 from ._version import __version__
 from .program import (
     Deterministic,
@@ -22,7 +22,7 @@ from .program import (
 from .validation import enable_validation, is_validation_enabled, validation_enabled
 
 __all__ = [
-    "__version__", "errors", "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic",
+    "__version__", "errors", "constraints", "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic",
     "Factor", "Param", "ImproperUniform", "Trace", "Site", "enable_validation",
     "is_validation_enabled", "validation_enabled",
 ]

@@ -1,0 +1,58 @@
+"""Smoke run of the accuracy benchmark (the full run is `make bench-accuracy`) and its metrics."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from quivers.guides import AutoNormalGuide
+from quivers.models.posteriordb import POSTERIORS, default_root, load_posterior
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+needs_data = pytest.mark.skipif(not default_root().exists(), reason="../shared/posteriordb is not beside the repo")
+
+
+def test_metrics_against_known_shifts():
+    from accuracy import metrics
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(10000, 2))
+    same = metrics(ref.copy(), ref)
+    assert same["mean_std_w1"] == 0 and same["max_std_mean_err"] == 0
+    shifted = metrics(ref + np.array([1.0, 0.0]) * ref.std(0), ref)  # one sd on the first coordinate
+    assert abs(shifted["max_std_mean_err"] - 1) < 1e-9
+    assert abs(shifted["mean_std_w1"] - 0.5) < 1e-9  # W1 of a pure shift is the shift: (1 + 0) / 2
+    wide = metrics(ref * 2, ref)
+    assert abs(wide["max_abs_log_sd_ratio"] - np.log(2)) < 1e-9
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(POSTERIORS))
+def test_every_posterior_maps_draws_to_reference_names(name):
+    post = load_posterior(name)
+    guide = AutoNormalGuide(post.model, init_loc_fn="quivers.guides.init_to_uniform")
+    values = post.model.reference_values(guide.sample_posterior(post.batch, (3,)), post.batch)
+    assert list(values) == post.names
+    assert all(v.shape == (3,) for v in values.values())
+    assert post.draws.shape == (10000, len(post.names))
+    assert torch.isfinite(post.model.log_joint(post.batch, guide.sample_posterior(post.batch))).all()
+
+
+@needs_data
+def test_accuracy_benchmark_smoke_run(tmp_path):
+    out, md = tmp_path / "acc.json", tmp_path / "acc.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--posteriors",
+                        "kidiq-kidscore_momhsiq,arK-arK", "--guides", "AutoNormal,AutoMultivariateNormal",
+                        "--steps", "50", "--draws", "500", "--out", str(out), "--markdown", str(md)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 4
+    for row in rows:
+        assert np.isfinite(row["mean_std_w1"]) and row["fit_s"] > 0, row
+    assert "| arK-arK |" in md.read_text()
