@@ -143,22 +143,28 @@ def main() -> None:
             rounds[key].append(res)
             ms = "failed: " + res.get("error", "") if res["ms"] is None else f"{res['ms']:.3f} ms"
             print(f"  round {r + 1}  {key:<28} {ms}", flush=True)
+        report = _write(rounds, args, r + 1)  # after every round: an interrupted run keeps its results
+    print("\n" + report["table"])
+    print(f"\nwritten: {args.out}, {args.markdown}")
+
+
+def _write(rounds: dict[str, list[dict]], args: argparse.Namespace, done: int) -> dict:
+    """Median over the completed rounds; JSON and markdown written."""
     results: dict[str, dict] = {}
     for key, runs in rounds.items():
         good = [x["ms"] for x in runs if x["ms"] is not None]
         results[key] = {**runs[-1], "ms": statistics.median(good) if good else None,
                         "rounds_ms": [None if x["ms"] is None else round(x["ms"], 4) for x in runs]}
-
     report = _report(results)
-    print("\n" + report["table"])
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{platform.platform()}, {os.cpu_count()} cores", "python": platform.python_version(),
-            "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
-            "threads_per_process": THREADS, "rounds": args.repeats}
+            "command": "python benchmarks/speed.py" + (" --quick" if args.quick else "")
+            + (f" --repeats {args.repeats}" if args.repeats != 3 else ""),
+            "threads_per_process": THREADS, "rounds": done}
     out.write_text(json.dumps({"meta": meta, "results": results, "targets": report["targets"]}, indent=2))
     pathlib.Path(args.markdown).write_text(report["table"] + "\n")
-    print(f"\nwritten: {out}, {args.markdown}")
+    return report
 
 
 def _report(results: dict[str, dict]) -> dict:

@@ -28,17 +28,12 @@ from ..program import MonadicProgram
 from .continuous import AutoContinuous
 from .guide import Batch, Sites, _check_quantiles
 from .initialization import InitFn, init_to_median
-from .transforms import LowerCholeskyAffine
+from .transforms import LowerCholeskyAffine, inv_softplus
 
 __all__ = [
     "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
     "AutoBatchedMultivariateNormal", "AutoBatchedLowRankMultivariateNormal",
 ]
-
-
-def inv_softplus(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``softplus`` for positive ``y``."""
-    return y + torch.log(-torch.expm1(-y))
 
 
 class _AutoGaussian(AutoContinuous):
@@ -58,24 +53,16 @@ class _AutoGaussian(AutoContinuous):
         super().__init__(model, observed_names, init_loc_fn, batch_ndim)
         self.init_scale = float(init_scale)
         self.loc = nn.Parameter(self._init_loc())
-        self.scale_raw = nn.Parameter(torch.full_like(self.loc, float(inv_softplus(torch.tensor(self.init_scale)))))
+        self.scale_raw = nn.Parameter(torch.full_like(self.loc, float(inv_softplus(self.init_scale))))
 
     @property
     def scale(self) -> torch.Tensor:
         """Positive per-coordinate scale, shape ``batch_shape + (latent_dim,)``."""
         return F.softplus(self.scale_raw)
 
-    @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """Posterior median ``biject_to(support)(loc)`` per site (exact for elementwise
-        increasing transforms; the transformed unconstrained median otherwise).
-
-        Returns
-        -------
-        dict
-            ``{site name: value}``, shape ``batch_shape + event_shape``.
-        """
-        return {k: v.detach().clone() for k, v in self._constrain(self.loc, torch.Size())[0].items()}
+    def _unconstrained_median(self) -> torch.Tensor:
+        """The median of a Normal is its ``loc``."""
+        return self.loc
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:

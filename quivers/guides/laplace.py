@@ -85,10 +85,9 @@ class AutoLaplaceApproximation(AutoContinuous):
         u = self.unconstrained(sites)
         return -self._constrain(u, u.shape[:-1])[1]
 
-    @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """The fitted point per site, shape ``batch_shape + event_shape``."""
-        return {k: v.detach().clone() for k, v in self._constrain(self.loc, torch.Size())[0].items()}
+    def _unconstrained_median(self) -> torch.Tensor:
+        """The fitted point."""
+        return self.loc
 
     def get_posterior(self, batch: Batch = None) -> Distribution:
         """The Laplace Gaussian over the flat unconstrained vector (needs the batch)."""

@@ -17,14 +17,11 @@ from .auto import AutoGuide
 from .guide import Batch, Sites, _check_quantiles
 from .initialization import InitFn, init_to_median
 from .registry import LatentSite
+from .transforms import inv_softplus
 
 __all__ = ["AutoNormalGuide", "AutoNormal"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def _inv_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
 
 
 class AutoNormalGuide(AutoGuide):
@@ -69,7 +66,7 @@ class AutoNormalGuide(AutoGuide):
         self.init_scale = float(init_scale)
         self.locs = nn.ParameterDict()
         self.scales_raw = nn.ParameterDict()
-        raw = _inv_softplus(self.init_scale)
+        raw = float(inv_softplus(self.init_scale))
         for site in self.registry:
             u = self.registry.unconstrain(site, self._init_value(site)).reshape(site.unconstrained_shape)
             self.locs[site.name] = nn.Parameter(u.detach().clone())

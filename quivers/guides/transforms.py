@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch.distributions import Transform, constraints
 
-__all__ = ["LowerCholeskyAffine"]
+__all__ = ["LowerCholeskyAffine", "inv_softplus"]
+
+
+def inv_softplus(y: torch.Tensor | float) -> torch.Tensor:
+    """Inverse of ``softplus`` for positive ``y``: ``y + log(-expm1(-y))``."""
+    y = torch.as_tensor(y, dtype=torch.get_default_dtype()) if not isinstance(y, torch.Tensor) else y
+    return y + torch.log(-torch.expm1(-y))
 
 
 class LowerCholeskyAffine(Transform):
