@@ -74,23 +74,18 @@ class EightSchoolsNoncentered(PosteriorModel):
 
 
 class _LinearRegression(PosteriorModel):
-    """y ~ N(X beta, sigma) with the design built by :meth:`design` from the batch."""
+    """y ~ N(X beta, sigma); each subclass's ``batch`` builds the design ``X`` from the data."""
 
     response = "y"
 
-    def __init__(self, num_data: int, num_coef: int, beta_prior, sigma_prior) -> None:
+    def __init__(self, num_data: int, beta_prior, sigma_prior) -> None:
         super().__init__()
         data = Plate("data", size=num_data)
-        self.num_coef = num_coef
         self.declare(
             Latent("beta", beta_prior),
             Latent("sigma", sigma_prior),
             Observed(self.response, lambda beta, sigma, X: dist.Normal((X * beta).sum(-1), sigma), plate=data),
         )
-
-    @staticmethod
-    def design(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
 
     def reference_values(self, z, batch):
         return {**_names("beta", z["beta"][..., 0, :]), "sigma": z["sigma"][..., 0]}
@@ -102,7 +97,7 @@ class KidIQ(_LinearRegression):
     response = "kid_score"
 
     def __init__(self, N: int = 434) -> None:
-        super().__init__(N, 3, lambda: _flat(3), lambda: dist.HalfCauchy(2.5))
+        super().__init__(N, lambda: _flat(3), lambda: dist.HalfCauchy(2.5))
 
     @classmethod
     def batch(cls, data):
@@ -115,7 +110,7 @@ class EarningsHeight(_LinearRegression):
     """log(earn) ~ N(b1 + b2 height, sigma); beta flat, sigma flat on (0, inf)."""
 
     def __init__(self, N: int = 1192) -> None:
-        super().__init__(N, 2, lambda: _flat(2), lambda: ImproperUniform(constraints.positive))
+        super().__init__(N, lambda: _flat(2), lambda: ImproperUniform(constraints.positive))
 
     @classmethod
     def batch(cls, data):
@@ -128,7 +123,7 @@ class MesquiteLogVas(_LinearRegression):
     + b6 log(density) + b7 group, sigma); flat priors, sigma > 0."""
 
     def __init__(self, N: int = 46) -> None:
-        super().__init__(N, 7, lambda: _flat(7), lambda: ImproperUniform(constraints.positive))
+        super().__init__(N, lambda: _flat(7), lambda: ImproperUniform(constraints.positive))
 
     @classmethod
     def batch(cls, data):
@@ -143,7 +138,7 @@ class SblrcBLR(_LinearRegression):
     """y ~ N(X beta, sigma); beta ~ N(0, 10), sigma ~ HalfNormal(10)."""
 
     def __init__(self, N: int = 100, D: int = 5) -> None:
-        super().__init__(N, D, lambda: dist.Independent(dist.Normal(torch.zeros(D), 10.0), 1),
+        super().__init__(N, lambda: dist.Independent(dist.Normal(torch.zeros(D), 10.0), 1),
                          lambda: dist.HalfNormal(10.0))
 
     @classmethod
@@ -157,7 +152,7 @@ class NES(_LinearRegression):
     + b7 educ1 + b8 gender + b9 income, sigma); flat priors, sigma > 0."""
 
     def __init__(self, N: int = 476) -> None:
-        super().__init__(N, 9, lambda: _flat(9), lambda: ImproperUniform(constraints.positive))
+        super().__init__(N, lambda: _flat(9), lambda: ImproperUniform(constraints.positive))
 
     @classmethod
     def batch(cls, data):
