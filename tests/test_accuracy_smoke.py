@@ -52,7 +52,9 @@ def test_accuracy_benchmark_smoke_run(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
-    assert len(rows) == 4
+    assert len(rows) == 8  # 2 posteriors x 2 guides x 2 settings
+    assert {r["setting"] for r in rows} == {"anchors", "recommended"}
     for row in rows:
         assert np.isfinite(row["mean_std_w1"]) and row["fit_s"] > 0, row
-    assert "| arK-arK |" in md.read_text()
+    text = md.read_text()
+    assert "| arK-arK |" in text and "### Targets" in text and "### Reference shape" in text

@@ -131,3 +131,20 @@ def test_svimodule_compile_fits_and_reloads(tmp_path):
     reloaded = SVIModule.load_from_checkpoint(path)
     assert reloaded.hparams["compile"] is True
     assert torch.equal(reloaded.guide.locs["z"], module.guide.locs["z"])
+
+
+def test_many_compiled_fits_in_one_process_stay_compiled():
+    """TorchDynamo's recompile limit (8) is per code object: every objective compiles its
+    own copy of the loss, so the tenth fit in a process is still compiled (it used to hit
+    FailOnRecompileLimitHit)."""
+    torch.manual_seed(0)
+    y = torch.randn(5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*cannot be compiled")
+        for _ in range(10):
+            model = NormalNormal(5)
+            guide = AutoNormalGuide(model)
+            svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.01), Trace_ELBO(), compile=True)
+            for _ in range(3):
+                svi.step({"y": y})
+            assert not svi._objective.is_eager

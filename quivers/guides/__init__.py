@@ -8,6 +8,7 @@ from .auto import AutoGuide
 from .composite import AutoCallable, AutoGuideList
 from .continuous import AutoContinuous
 from .delta import AutoDelta, AutoDeltaGuide
+from .flows import AutoBNAFNormal, AutoIAFNormal, AutoNormalizingFlow
 from .gaussian import (
     AutoBatchedLowRankMultivariateNormal,
     AutoBatchedMultivariateNormal,
@@ -27,12 +28,15 @@ from .initialization import (
 from .laplace import AutoLaplaceApproximation
 from .normal import AutoNormal, AutoNormalGuide
 from .registry import LatentRegistry, LatentSite
+from .structured import AutoStructured
+from .warm_start import WarmStart, laplace_warm_start
 
 __all__ = [
     "Guide", "AutoGuide", "AutoNormalGuide", "AutoNormal", "AutoDeltaGuide", "AutoDelta",
     "AutoContinuous", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
     "AutoBatchedMultivariateNormal", "AutoBatchedLowRankMultivariateNormal", "AutoLaplaceApproximation",
+    "AutoStructured", "AutoIAFNormal", "AutoBNAFNormal", "AutoNormalizingFlow",
     "AutoGuideList", "AutoCallable",
     "LatentRegistry", "LatentSite", "init_to_median", "init_to_mean", "init_to_feasible",
-    "init_to_uniform", "init_to_value", "init_to_sample",
+    "init_to_uniform", "init_to_value", "init_to_sample", "laplace_warm_start", "WarmStart",
 ]

@@ -65,6 +65,17 @@ class _AutoGaussian(AutoContinuous):
         return self.loc
 
     @torch.no_grad()
+    def _set_moments(self, loc: torch.Tensor, cov: torch.Tensor) -> None:
+        """Warm-start hook: set the mean to ``loc`` (``batch_shape + (D,)``) and the
+        covariance to the member of the family closest to ``cov`` (``batch_shape + (D, D)``,
+        positive definite)."""
+        self.loc.copy_(loc)
+        self._set_covariance(cov)
+
+    def _set_covariance(self, cov: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:
         """Marginal quantiles ``biject_to(support)(loc + sd * Phi^-1(q))``, with ``sd`` the
         marginal standard deviations of :meth:`get_posterior` (exact for elementwise
@@ -112,6 +123,10 @@ class AutoDiagonalNormal(_AutoGaussian):
         init_scale: float = 0.1,
     ) -> None:
         super().__init__(model, observed_names, init_loc_fn, init_scale, 0)
+
+    def _set_covariance(self, cov: torch.Tensor) -> None:
+        """The marginal variances (the diagonal family drops correlations)."""
+        self.scale_raw.copy_(inv_softplus(cov.diagonal(dim1=-2, dim2=-1).sqrt()))
 
     def get_transform(self) -> Transform:
         """``u = loc + scale * eps``."""
@@ -186,6 +201,10 @@ class AutoMultivariateNormal(_AutoGaussian):
         self.scale_raw.copy_(inv_softplus(diag))
         self.scale_tril_raw.copy_(scale_tril.tril(-1) / diag.unsqueeze(-1))
 
+    def _set_covariance(self, cov: torch.Tensor) -> None:
+        """Exact: ``scale_tril = cholesky(cov)``."""
+        self.set_scale_tril(torch.linalg.cholesky(cov))
+
     def get_transform(self) -> Transform:
         """``u = loc + scale_tril @ eps``."""
         return LowerCholeskyAffine(self.loc, self.scale_tril)
@@ -244,6 +263,24 @@ class AutoLowRankMultivariateNormal(_AutoGaussian):
         # W starts small and random: W = 0 is a saddle point (the gradient in W is linear in W)
         w = torch.randn(self.batch_shape + (d, self.rank), dtype=self.loc.dtype) * (0.5 / math.sqrt(self.rank))
         self.cov_factor = nn.Parameter(w)
+
+    def _set_covariance(self, cov: torch.Tensor) -> None:
+        """Probabilistic-PCA fit (Tipping & Bishop 1999) to the correlation matrix ``R`` of
+        ``cov``: with eigenpairs ``(lambda, v)`` of ``R``, ``a^2`` the mean of the
+        ``D - rank`` smallest eigenvalues, ``W = V_k sqrt(lambda_k / a^2 - 1)`` and
+        ``scale = a sqrt(diag cov)``, so ``Cov = diag(sd) (V_k (lambda_k - a^2) V_k^T + a^2 I) diag(sd)``."""
+        sd = cov.diagonal(dim1=-2, dim2=-1).sqrt()
+        corr = cov / (sd.unsqueeze(-1) * sd.unsqueeze(-2))
+        evals, evecs = torch.linalg.eigh(corr)  # ascending
+        d, k = self.latent_dim, self.rank
+        rest = evals[..., : d - k].mean(-1, keepdim=True) if d > k else evals[..., :1]
+        a2 = rest.clamp(1e-6, 1.0)
+        top_vals, top_vecs = evals[..., d - k:], evecs[..., d - k:]
+        w = top_vecs * (top_vals / a2 - 1).clamp_min(0.0).sqrt().unsqueeze(-2)
+        # a zero column (eigenvalue <= a^2) would sit on the W = 0 saddle: start it small and random
+        dead = w.norm(dim=-2, keepdim=True) < 1e-8
+        self.cov_factor.copy_(torch.where(dead, 1e-3 * torch.randn_like(w), w))
+        self.scale_raw.copy_(inv_softplus(a2.sqrt() * sd))
 
     def get_posterior(self, batch: Batch = None) -> Distribution:
         """``LowRankMultivariateNormal(loc, scale * W, scale^2)``."""

@@ -72,6 +72,16 @@ class AutoNormalGuide(AutoGuide):
             self.locs[site.name] = nn.Parameter(u.detach().clone())
             self.scales_raw[site.name] = nn.Parameter(torch.full(site.unconstrained_shape, raw))
 
+    @torch.no_grad()
+    def _set_moments(self, loc: torch.Tensor, cov: torch.Tensor) -> None:
+        """Warm-start hook: per-site locations and the marginal scales of a flat Gaussian
+        (``loc`` of shape ``(D,)``, ``cov`` ``(D, D)``, packed as :class:`LatentRegistry` does)."""
+        sd = cov.diagonal().sqrt()
+        for name, value in self.registry.unpack(loc).items():
+            self.locs[name].copy_(value)
+        for name, value in self.registry.unpack(sd).items():
+            self.scales_raw[name].copy_(inv_softplus(value))
+
     def _loc_scale(self, site: LatentSite, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         loc = self._params_for(site, self.locs[site.name], batch)
         scale = F.softplus(self._params_for(site, self.scales_raw[site.name], batch))

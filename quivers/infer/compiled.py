@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,24 @@ def _is_compile_error(error: BaseException) -> bool:
     """Whether ``error`` comes from TorchDynamo or a compiler backend (not from the model)."""
     from torch._dynamo.exc import TorchDynamoException
 
-    return isinstance(error, TorchDynamoException) or type(error).__module__.startswith("torch._inductor")
+    module = type(error).__module__
+    return isinstance(error, TorchDynamoException) or module.startswith(("torch._inductor", "torch._dynamo"))
+
+
+def _own_code(fn: Callable) -> Callable:
+    """A wrapper of ``fn`` with a code object of its own.
+
+    TorchDynamo keeps its compiled graphs, and its recompile limit (8 by default), per
+    code object. Without this every objective of a process (one per model and guide)
+    would share one cache through the same method's code, and the ninth fit would fail
+    with ``FailOnRecompileLimitHit``.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return types.FunctionType(call.__code__.replace(), call.__globals__, getattr(fn, "__name__", "call"),
+                              call.__defaults__, call.__closure__)
 
 
 def compile_fallback(fn: Callable, what: str, fullgraph: bool = True, **compile_kwargs: Any) -> Callable:
@@ -30,7 +48,7 @@ def compile_fallback(fn: Callable, what: str, fullgraph: bool = True, **compile_
     failure) is reported once as a ``UserWarning`` naming ``what`` and the reason, and
     every later call runs ``fn`` eagerly.
     """
-    compiled = torch.compile(fn, fullgraph=fullgraph, **compile_kwargs)
+    compiled = torch.compile(_own_code(fn), fullgraph=fullgraph, **compile_kwargs)
     state: dict[str, Any] = {"eager": False}
 
     def call(*args: Any, **kwargs: Any) -> Any:
