@@ -14,6 +14,7 @@ __all__ = [
     "ShapeError",
     "SupportError",
     "GuideError",
+    "NonFiniteLossError",
 ]
 
 
@@ -42,3 +43,20 @@ class SupportError(QuiversError):
 class GuideError(QuiversError):
     """A guide cannot be built or used for this model (no latent sites, unsupported
     site kind, an ``init_to_value`` value of the wrong shape, ...)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training step produced a non-finite loss or gradient; the step was not applied.
+
+    Attributes
+    ----------
+    sites : list of str
+        The sites whose log-density was non-finite when the step was re-run for
+        diagnosis (``"<guide>"`` for the guide's own log-density); empty when the
+        non-finite value could not be reproduced (for instance it only appeared in the
+        gradient).
+    """
+
+    def __init__(self, message: str, sites: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.sites = list(sites or [])

@@ -11,6 +11,7 @@ from ..guides.guide import Guide
 from ..program import MonadicProgram
 from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
+from .nonfinite import check_policy, nonfinite_error, step_is_finite
 
 __all__ = ["SVI"]
 
@@ -38,6 +39,16 @@ class SVI:
         first step runs eagerly with every check; a model that cannot be compiled falls
         back to eager with a ``UserWarning``. Compilation takes seconds, so it pays for
         fits of thousands of steps.
+    on_nonfinite : {"raise", "skip"}
+        What a step with a non-finite loss or gradient does. ``"raise"`` (default): raise
+        :class:`~quivers.errors.NonFiniteLossError` naming the sites whose log-density is
+        non-finite, without applying the step. ``"skip"``: drop the step (parameters and
+        optimizer state unchanged), count it in :attr:`num_skipped_steps`, and go on.
+
+    Attributes
+    ----------
+    num_skipped_steps : int
+        Steps dropped for a non-finite loss or gradient (``on_nonfinite="skip"``).
 
     Examples
     --------
@@ -54,7 +65,11 @@ class SVI:
         loss: ELBO | None = None,
         *,
         compile: bool = False,
+        on_nonfinite: str = "raise",
     ) -> None:
+        self.on_nonfinite = check_policy(on_nonfinite)
+        self.num_skipped_steps = 0
+        self._num_steps = 0
         self.model = model
         self.guide = guide
         self.optim = optim
@@ -81,6 +96,9 @@ class SVI:
         ------
         QuiversError
             On invalid input, before any parameter changes.
+        NonFiniteLossError
+            On a non-finite loss or gradient with ``on_nonfinite="raise"``; the step is
+            not applied.
         """
         self.optim.zero_grad(set_to_none=True)
         if self._objective is not None:
@@ -88,6 +106,14 @@ class SVI:
         else:
             loss = self.loss(self.model, self.guide, batch)
         loss.backward()
+        self._num_steps += 1
+        params = [p for g in self.optim.param_groups for p in g["params"]]
+        if not step_is_finite(loss.detach(), params):
+            self.optim.zero_grad(set_to_none=True)
+            if self.on_nonfinite == "raise":
+                raise nonfinite_error(self.model, self.guide, batch, float(loss.detach()), self._num_steps)
+            self.num_skipped_steps += 1
+            return float(loss.detach())
         self._optim_step()
         return float(loss.detach())
 

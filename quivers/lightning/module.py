@@ -16,6 +16,7 @@ from ..guides.composite import guide_from_spec
 from ..guides.guide import Guide
 from ..infer.compiled import CompiledObjective
 from ..infer.elbo import ELBO, Trace_ELBO
+from ..infer.nonfinite import check_policy, nonfinite_error, step_is_finite
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
 from ..spec import Recordable, SpecError, from_spec, import_path, object_path
@@ -91,6 +92,12 @@ class SVIModule(L.LightningModule):
         :class:`~quivers.infer.compiled.CompiledObjective`); the first step runs eagerly
         with every check, and a model that cannot be compiled falls back to eager with a
         ``UserWarning``. The optimizer step stays Lightning's.
+    on_nonfinite : {"raise", "skip"}
+        What a step with a non-finite loss or gradient does: raise
+        :class:`~quivers.errors.NonFiniteLossError` naming the sites whose log-density is
+        non-finite, before the optimizer step (default), or skip the optimizer step,
+        count it in :attr:`num_skipped_steps` and log ``train/skipped_steps``. A skipped
+        step does not advance ``global_step``.
 
     Logged metrics
     --------------
@@ -114,8 +121,10 @@ class SVIModule(L.LightningModule):
         num_val_samples: int = 100,
         data_plate: str = "data",
         compile: bool = False,
+        on_nonfinite: str = "raise",
     ) -> None:
         super().__init__()
+        check_policy(on_nonfinite)
         if isinstance(model, dict):
             model = from_spec(model)
         if not isinstance(model, MonadicProgram):
@@ -143,7 +152,11 @@ class SVIModule(L.LightningModule):
             "num_val_samples": self.num_val_samples,
             "data_plate": data_plate,
             "compile": bool(compile),
+            "on_nonfinite": on_nonfinite,
         })
+        self.on_nonfinite = on_nonfinite
+        self.num_skipped_steps = 0
+        self._last_batch: Mapping[str, torch.Tensor] | None = None
         self._compiled = CompiledObjective(self.elbo, self.model, self.guide) if compile else None
         self._rng_state: torch.Tensor | None = None
         self._cuda_rng_state: torch.Tensor | None = None
@@ -206,6 +219,7 @@ class SVIModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self._last_batch = batch
         loss = self._objective(batch)
         rows = self._rows(batch)
         elbo = -loss.detach()
@@ -216,6 +230,23 @@ class SVIModule(L.LightningModule):
             self.log("train/elbo_step", elbo, on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
             self.log("train/elbo_per_obs_step", per_obs, on_step=True, on_epoch=False, batch_size=rows)
         return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Run the closure (``training_step`` and backward), then apply the step only if
+        the loss and every gradient are finite (see ``on_nonfinite``)."""
+        if optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        loss = optimizer_closure()
+        if loss is not None and not step_is_finite(loss.detach(), self.parameters()):
+            optimizer.zero_grad(set_to_none=True)
+            if self.on_nonfinite == "raise":
+                raise nonfinite_error(self.model, self.guide, self._last_batch, float(loss.detach()),
+                                      self.global_step + 1)
+            self.num_skipped_steps += 1
+            self.log("train/skipped_steps", float(self.num_skipped_steps), on_step=True, on_epoch=False)
+            return None
+        optimizer.step()
+        return None
 
     def _logs_this_step(self) -> bool:
         """Whether the trainer writes step metrics after this step (every ``log_every_n_steps``).

@@ -1,0 +1,70 @@
+"""Detecting and diagnosing non-finite losses and gradients (used by ``SVI`` and ``SVIModule``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from ..errors import NonFiniteLossError
+from ..guides.guide import Guide
+from ..program import MonadicProgram
+
+__all__ = ["NON_FINITE_POLICIES", "check_policy", "step_is_finite", "nonfinite_sites", "nonfinite_error"]
+
+NON_FINITE_POLICIES = ("raise", "skip")
+
+
+def check_policy(on_nonfinite: str) -> str:
+    """Validate an ``on_nonfinite`` argument.
+
+    Raises
+    ------
+    ValueError
+        If it is not ``"raise"`` or ``"skip"``.
+    """
+    if on_nonfinite not in NON_FINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NON_FINITE_POLICIES}, got {on_nonfinite!r}")
+    return on_nonfinite
+
+
+def step_is_finite(loss: torch.Tensor, params: Iterable[torch.Tensor]) -> bool:
+    """Whether the loss and every gradient are finite (one device sync)."""
+    checks = [torch.isfinite(loss).all()]
+    checks += [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(torch.stack(checks).all())
+
+
+@torch.no_grad()
+def nonfinite_sites(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None,
+                    num_samples: int = 16) -> list[str]:
+    """Sites whose log-density is non-finite at any of ``num_samples`` fresh guide draws.
+
+    ``"<guide>"`` stands for the guide's own log-density. Model sites come first, in
+    declaration order.
+    """
+    prepared = model.prepare(batch)
+    ss = torch.Size((num_samples,))
+    z, log_q = guide.rsample_and_log_prob(prepared, ss)
+    sites = model.trace(prepared, z, ss).nonfinite_sites()
+    if not bool(torch.isfinite(log_q).all()):
+        sites.append("<guide>")
+    return sites
+
+
+def nonfinite_error(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None, loss: float,
+                    step: int) -> NonFiniteLossError:
+    """The error for a non-finite step, with the offending sites diagnosed."""
+    try:
+        sites = nonfinite_sites(model, guide, batch)
+    except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the original problem
+        sites = []
+    what = f"loss {loss}" if not torch.isfinite(torch.tensor(loss)) else "a non-finite gradient"
+    where = (f"non-finite log-density at site(s) {sites}" if sites else
+             "no site's log-density was non-finite at 16 fresh draws (the gradient overflowed, or the value "
+             "depends on the draw)")
+    return NonFiniteLossError(
+        f"step {step}: {what}; {where}. The step was not applied (parameters unchanged). Check those sites' "
+        "parameters and data, lower the learning rate, or pass on_nonfinite='skip' to skip such steps",
+        sites)
