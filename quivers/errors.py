@@ -14,6 +14,7 @@ __all__ = [
     "ShapeError",
     "SupportError",
     "GuideError",
+    "CheckpointError",
     "NonFiniteLossError",
 ]
 
@@ -43,6 +44,12 @@ class SupportError(QuiversError):
 class GuideError(QuiversError):
     """A guide cannot be built or used for this model (no latent sites, unsupported
     site kind, an ``init_to_value`` value of the wrong shape, ...)."""
+
+
+class CheckpointError(QuiversError):
+    """A checkpoint cannot be loaded: the file is missing, truncated or corrupted, was not
+    written by ``SVIModule``, comes from an incompatible quivers version, or holds the
+    parameters of another model or guide (names or shapes differ)."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -20,6 +20,7 @@ from ..infer.nonfinite import check_policy, nonfinite_error, step_is_finite
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
 from ..spec import Recordable, SpecError, from_spec, import_path, object_path
+from .checkpoint import check_state_dict, check_version, read_checkpoint
 
 __all__ = ["SVIModule", "build_guide"]
 
@@ -318,7 +319,16 @@ class SVIModule(L.LightningModule):
         ``torch.load(weights_only=True)`` by default: the checkpoint holds only tensors
         and plain data, so no arbitrary object is unpickled. ``kwargs`` override
         recorded hyper-parameters (for instance ``model=...``).
+
+        Raises
+        ------
+        CheckpointError
+            If the file is missing, truncated or corrupted, was not written by
+            ``SVIModule``, comes from an incompatible quivers version, or holds another
+            model's or guide's parameters; nothing is loaded.
         """
+        checkpoint = read_checkpoint(checkpoint_path)
+        check_version(checkpoint, checkpoint_path)
         return super().load_from_checkpoint(
             checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
             weights_only=weights_only, **kwargs,
@@ -330,6 +340,10 @@ class SVIModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # before Lightning loads any tensor: a checkpoint of another version, model or guide
+        # raises here, with this module unchanged (also when resuming with trainer.fit(ckpt_path=...))
+        check_version(checkpoint)
+        check_state_dict(checkpoint.get("state_dict", {}), self.state_dict())
         state = checkpoint.get("quivers", {})
         self._rng_state = state.get("rng_state")
         self._cuda_rng_state = state.get("cuda_rng_state")

@@ -1,0 +1,117 @@
+"""Safe checkpoints: checked before anything loads, written atomically."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .._version import __version__
+from ..errors import CheckpointError
+
+__all__ = ["AtomicCheckpointIO", "read_checkpoint", "check_version", "check_state_dict"]
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = (version.split("+")[0].split(".") + ["0", "0"])[:2]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint has an unreadable quivers version {version!r}") from e
+
+
+def check_version(checkpoint: Mapping[str, Any], path: Any = None) -> None:
+    """Raise unless the checkpoint was written by a compatible quivers ``SVIModule``.
+
+    Compatible: the same major version, and for ``0.x`` the same minor version
+    (semantic versioning's rule for pre-1.0 releases).
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint has no quivers section or an incompatible version.
+    """
+    where = f" {path}" if path is not None else ""
+    meta = checkpoint.get("quivers")
+    if not isinstance(meta, Mapping) or "version" not in meta:
+        raise CheckpointError(
+            f"checkpoint{where} was not written by a quivers SVIModule (no 'quivers' section with a version)")
+    saved, ours = _major_minor(str(meta["version"])), _major_minor(__version__)
+    if saved[0] != ours[0] or (ours[0] == 0 and saved[1] != ours[1]):
+        raise CheckpointError(
+            f"checkpoint{where} was written by quivers {meta['version']}, which is incompatible with this "
+            f"quivers {__version__}; load it with quivers {saved[0]}.{saved[1]}.x")
+
+
+def check_state_dict(saved: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor], path: Any = None) -> None:
+    """Raise unless ``saved`` has exactly the parameter names and shapes of ``current``.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the missing, unexpected and differently-shaped entries: the checkpoint
+        belongs to another model or guide.
+    """
+    missing = sorted(set(current) - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    shapes = sorted(f"{k}: saved {tuple(saved[k].shape)}, expected {tuple(current[k].shape)}"
+                    for k in set(saved) & set(current) if tuple(saved[k].shape) != tuple(current[k].shape))
+    if missing or unexpected or shapes:
+        where = f" {path}" if path is not None else ""
+        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
+                 f"shapes differ ({'; '.join(shapes)})" if shapes else ""]
+        raise CheckpointError(
+            f"checkpoint{where} holds the parameters of another model or guide: "
+            + ", ".join(p for p in parts if p) + ". Load it with the model and guide it was written for")
+
+
+def read_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with clear errors.
+
+    Raises
+    ------
+    CheckpointError
+        If the file does not exist, or is truncated or corrupted (not a readable
+        ``torch.save`` archive of plain data).
+    """
+    p = pathlib.Path(os.fspath(path))
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint file not found: {p}")
+    try:
+        checkpoint = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zipfile, pickle and EOF errors all mean "unreadable"
+        raise CheckpointError(
+            f"checkpoint {p} is truncated or corrupted ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint {p} holds a {type(checkpoint).__name__}, not a Lightning checkpoint dict")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO`` that never leaves a half-written checkpoint in place.
+
+    Each checkpoint is written to a temporary file in the same directory, flushed to
+    disk (``fsync``), and then renamed over the target (``os.replace``, atomic on POSIX
+    and Windows). A crash or an error during the write leaves the previous file intact
+    and removes the temporary one. Local paths only; pass it as
+    ``Trainer(plugins=[AtomicCheckpointIO()])``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        target = pathlib.Path(os.fspath(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            pathlib.Path(tmp).unlink(missing_ok=True)
+            raise
