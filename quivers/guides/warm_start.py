@@ -36,6 +36,8 @@ def laplace_warm_start(
     batch: Batch,
     max_iter: int = 500,
     min_precision: float = 1e-2,
+    num_restarts: int = 0,
+    seed: int = 0,
 ) -> WarmStart:
     """Set a Gaussian guide to the Laplace approximation of the posterior.
 
@@ -65,11 +67,19 @@ def laplace_warm_start(
         eigenvalue ``lambda`` becomes ``max(|lambda|, min_precision)``, so a direction that
         is flat or not a minimum starts with a scale of at most ``min_precision^-1/2``
         (10 by default) instead of an error. A ``UserWarning`` reports how many.
+    num_restarts : int
+        Further L-BFGS runs from points drawn uniformly in ``(-2, 2)`` in unconstrained
+        space (Stan's initialisation); the mode with the highest log joint wins, and a
+        restart replaces the first mode only if it is higher by more than 1e-3 nats.
+        For multimodal posteriors (mixtures), where one local search can stop at a poor
+        mode.
+    seed : int
+        Seed of the restarts' own generator (torch's global random stream is not used).
 
     Returns
     -------
     WarmStart
-        The mode's negative log joint and the number of clipped eigenvalues.
+        The chosen mode's negative log joint and the number of clipped eigenvalues.
 
     Raises
     ------
@@ -93,6 +103,19 @@ def laplace_warm_start(
     with torch.no_grad():
         lap.loc.copy_(lap.unconstrained({k: v.to(dtype) for k, v in guide.median(batch).items()}))
     value = lap.fit_map(batch, max_iter=max_iter)
+    best = lap.loc.detach().clone()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    for _ in range(int(num_restarts)):
+        with torch.no_grad():
+            lap.loc.copy_((torch.rand(lap.loc.shape, generator=gen, dtype=dtype) * 4 - 2).to(ref.device))
+        try:
+            candidate = lap.fit_map(batch, max_iter=max_iter)
+        except GuideError:  # a start where the log joint is not finite: skip it
+            continue
+        if candidate < value - 1e-3:
+            value, best = candidate, lap.loc.detach().clone()
+    with torch.no_grad():
+        lap.loc.copy_(best)
     h = lap.hessian(batch).detach()
     if not bool(torch.isfinite(h).all()):
         raise GuideError("laplace_warm_start: the Hessian at the mode is not finite")
