@@ -120,8 +120,9 @@ def test_restarts_escape_a_poor_local_mode():
     torch.manual_seed(0)
     y = torch.cat([torch.randn(300, dtype=torch.float64) - 3, torch.randn(200, dtype=torch.float64) + 3])
     model = LowDimGaussMix(N=500)
-    start = {"mu": torch.tensor([[-2.5, -2.4]], dtype=torch.float64),
-             "sigma": torch.tensor([[3.0, 0.5]], dtype=torch.float64), "theta": torch.tensor([0.5], dtype=torch.float64)}
+    f64 = {"dtype": torch.float64}
+    start = {"mu": torch.tensor([[-2.5, -2.4]], **f64), "sigma": torch.tensor([[3.0, 0.5]], **f64),
+             "theta": torch.tensor([0.5], **f64)}
     one = _float64(AutoMultivariateNormal(model, init_loc_fn=init_to_value(values=start)))
     many = _float64(AutoMultivariateNormal(model, init_loc_fn=init_to_value(values=start)))
     r1 = laplace_warm_start(one, {"y": y})
