@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from quivers.lightning import AtomicCheckpointIO
 from quivers.lightning.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,10 +32,17 @@ def _run_dir(tmp_path):
     return sorted((tmp_path / "eight_schools").glob("version_*"))[-1]
 
 
-def test_cli_fit_and_predict_with_user_guide_class_path(tmp_path, capsys):
+def test_cli_fit_and_predict_with_user_guide_class_path(tmp_path, capsys, monkeypatch):
     cfg = _config(tmp_path, {"class_path": "user_guides.ScalarNormalGuide", "init_args": {"init_log_scale": -2.0}},
                   steps=100)
+    atomic_writes, loads = [], []
+    save = AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint",
+                        lambda self, c, path, **kw: (atomic_writes.append(path), save(self, c, path, **kw)))
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: (loads.append(kw.get("weights_only")), load(*a, **kw))[1])
     main(["fit", "--config", str(cfg)])
+    assert atomic_writes  # the CLI's default checkpoint IO
     run = _run_dir(tmp_path)
     out = capsys.readouterr().out
     assert "Posterior summary" in out and "theta[7]" in out
@@ -45,6 +53,8 @@ def test_cli_fit_and_predict_with_user_guide_class_path(tmp_path, capsys):
     assert all(r["5%"] <= r["50%"] <= r["95%"] for r in rows)
     ckpt = next((run / "checkpoints").glob("*.ckpt"))
     main(["predict", "--config", str(cfg), "--ckpt_path", str(ckpt)])
+    assert loads and all(w is True for w in loads)  # read with weights_only=True
+    monkeypatch.undo()
     pred = torch.load(_run_dir(tmp_path) / "predictions.pt")
     assert pred["y"].shape == (100, 8) and torch.isfinite(pred["y"]).all()
 

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from ..errors import GuideError
 from ..spec import Recordable
 
-__all__ = ["Guide"]
+__all__ = ["Guide", "check_guide"]
 
 Batch = Mapping[str, Any] | None
 Sites = dict[str, torch.Tensor]
@@ -153,3 +154,41 @@ def _check_quantiles(quantiles: Sequence[float] | torch.Tensor) -> torch.Tensor:
     if q.numel() == 0 or bool(((q < 0) | (q > 1)).any()):
         raise ValueError(f"quantiles must lie in [0, 1], got {q.tolist()}")
     return q
+
+
+def check_guide(model: nn.Module, guide: Guide, where: str) -> None:
+    """Raise unless ``guide`` can serve as the variational distribution of ``model``.
+
+    A guide that records the model it was built for (every autoguide does, as ``guide.model``)
+    must have been built for this very instance: another instance has its own parameters
+    and may have other sites. Any guide must sample only latent sites of ``model``.
+
+    Parameters
+    ----------
+    model : MonadicProgram
+        The model the guide is used with.
+    guide : Guide
+        The guide.
+    where : str
+        The caller, for the message (``"SVI"``, ``"SVIModule"``, ``"Predictive"``).
+
+    Raises
+    ------
+    GuideError
+        If the guide was built for another model instance, or samples sites that are not
+        latent sites of ``model``.
+    """
+    built_for = getattr(guide, "model", model)
+    if built_for is not model:
+        raise GuideError(
+            f"{where}: the guide {type(guide).__name__} was built for a different model "
+            f"({type(built_for).__name__} at {id(built_for):#x}, not the {type(model).__name__} at {id(model):#x} "
+            f"given here); build it on this model, e.g. {type(guide).__name__}(model)"
+        )
+    latent = set(getattr(model, "latent_names", ()))
+    unknown = [n for n in guide.latent_names if n not in latent]
+    if unknown:
+        raise GuideError(
+            f"{where}: the guide {type(guide).__name__} samples {unknown}, which are not latent sites of "
+            f"{type(model).__name__} (its latent sites: {sorted(latent)})"
+        )

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import BatchError
-from ..guides.guide import Guide
+from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
 
 __all__ = ["Predictive"]
@@ -39,6 +39,9 @@ class Predictive:
     ------
     BatchError
         On a name in ``return_sites`` that is not a site of the model.
+    GuideError
+        If ``guide`` was built for another model instance or samples sites that are not
+        latent sites of ``model``.
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class Predictive:
         num_samples: int = 1000,
         return_sites: Sequence[str] | None = None,
     ) -> None:
+        if guide is not None:
+            check_guide(model, guide, "Predictive")
         self.model = model
         self.guide = guide
         self.num_samples = int(num_samples)

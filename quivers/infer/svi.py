@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..guides.guide import Guide
+from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
 from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
@@ -50,6 +50,14 @@ class SVI:
     num_skipped_steps : int
         Steps dropped for a non-finite loss or gradient (``on_nonfinite="skip"``).
 
+    Raises
+    ------
+    GuideError
+        If ``guide`` was built for another model instance or samples sites that are not
+        latent sites of ``model`` (see :func:`~quivers.guides.guide.check_guide`).
+    ValueError
+        If ``on_nonfinite`` is not ``"raise"`` or ``"skip"``.
+
     Examples
     --------
     >>> svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.01), Trace_ELBO())
@@ -68,6 +76,7 @@ class SVI:
         on_nonfinite: str = "raise",
     ) -> None:
         self.on_nonfinite = check_policy(on_nonfinite)
+        check_guide(model, guide, "SVI")
         self.num_skipped_steps = 0
         self._num_steps = 0
         self.model = model

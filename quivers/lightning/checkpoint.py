@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pathlib
+import pickle
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,14 +78,24 @@ def read_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:
     Raises
     ------
     CheckpointError
-        If the file does not exist, or is truncated or corrupted (not a readable
-        ``torch.save`` archive of plain data).
+        If the file does not exist, is truncated or corrupted (not a complete, readable
+        ``torch.save`` archive), or holds pickled objects beyond tensors and plain
+        containers (which ``weights_only=True`` refuses to unpickle).
     """
     p = pathlib.Path(os.fspath(path))
     if not p.is_file():
         raise CheckpointError(f"checkpoint file not found: {p}")
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; a cut or damaged one is not
+        raise CheckpointError(
+            f"checkpoint {p} is truncated or corrupted: it is not a complete torch.save archive "
+            f"({p.stat().st_size} bytes)")
     try:
         checkpoint = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {p} holds pickled objects other than tensors and plain containers, which quivers "
+            "does not unpickle (torch.load(weights_only=True)), so it was not written by SVIModule; if you "
+            "trust the file, read it with torch.load(weights_only=False) yourself") from e
     except Exception as e:  # noqa: BLE001 - zipfile, pickle and EOF errors all mean "unreadable"
         raise CheckpointError(
             f"checkpoint {p} is truncated or corrupted ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e

@@ -4,6 +4,10 @@
 summary and writes ``posterior_summary.csv``/``.json`` and ``posterior.png`` to the run
 directory. ``quivers predict --config ... --ckpt_path ...`` writes
 ``predictions.pt`` (posterior predictive draws) there.
+
+Checkpoints are written with :class:`~quivers.lightning.AtomicCheckpointIO` (a config's
+own ``trainer.plugins`` replace it), and read with ``weights_only=True`` when resuming
+(``--ckpt_path``) unless ``--weights_only false`` is given.
 """
 
 from __future__ import annotations
@@ -22,10 +26,24 @@ __all__ = ["QuiversCLI", "main"]
 
 
 class QuiversCLI(LightningCLI):
-    """LightningCLI for :class:`SVIModule` with any :class:`TensorDataModule`."""
+    """LightningCLI for :class:`SVIModule` with any :class:`TensorDataModule`.
+
+    Writes checkpoints atomically (:class:`~quivers.lightning.AtomicCheckpointIO` is the
+    default ``trainer.plugins``) and reads them with ``weights_only=True``.
+    """
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
         parser.add_argument("--summary_samples", type=int, default=1000, help="posterior draws for the summary")
+
+    def _load_weights_only(self) -> None:
+        # Trainer.fit(..., weights_only=None) defers to torch.load's default, which is False
+        # before torch 2.6: resume and predict from checkpoints with weights_only=True unless
+        # the config says otherwise (Lightning versions without the argument are left alone)
+        cfg = self.config_init[self.subcommand]
+        if "weights_only" in cfg and cfg["weights_only"] is None:
+            cfg["weights_only"] = True
+
+    before_fit = before_validate = before_test = before_predict = _load_weights_only
 
     def _run_dir(self) -> pathlib.Path:
         d = pathlib.Path(self.trainer.log_dir or ".")
@@ -69,6 +87,7 @@ def main(args: list[str] | None = None) -> None:
         TensorDataModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"plugins": [{"class_path": "quivers.lightning.AtomicCheckpointIO"}]},
         args=args,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ from torchmetrics import MeanMetric
 
 from .._version import __version__
 from ..guides.composite import guide_from_spec
-from ..guides.guide import Guide
+from ..guides.guide import Guide, check_guide
 from ..infer.compiled import CompiledObjective
 from ..infer.elbo import ELBO, Trace_ELBO
 from ..infer.nonfinite import check_policy, nonfinite_error, step_is_finite
@@ -23,6 +24,9 @@ from ..spec import Recordable, SpecError, from_spec, import_path, object_path
 from .checkpoint import check_state_dict, check_version, read_checkpoint
 
 __all__ = ["SVIModule", "build_guide"]
+
+# the path load_from_checkpoint is reading, for on_load_checkpoint's messages
+_LOADING: ContextVar[Any] = ContextVar("quivers_loading_checkpoint", default=None)
 
 GuideArg = Guide | Callable[[MonadicProgram], Guide] | dict
 
@@ -108,6 +112,16 @@ class SVIModule(L.LightningModule):
     ``train/elbo_step`` and ``train/elbo_per_obs_step`` on the steps the logger writes
     (every ``Trainer(log_every_n_steps=...)``); ``val/lpd`` (held-out log predictive
     density per observation) when a validation set exists.
+
+    Raises
+    ------
+    GuideError
+        If ``guide`` was built for another model instance or samples sites that are not
+        latent sites of ``model``.
+    TypeError
+        If ``model`` or ``guide`` is not of a supported kind.
+    ValueError
+        If ``on_nonfinite`` is not ``"raise"`` or ``"skip"``.
     """
 
     def __init__(
@@ -133,8 +147,10 @@ class SVIModule(L.LightningModule):
         elbo = from_spec(elbo) if isinstance(elbo, dict) else (elbo if elbo is not None else Trace_ELBO())
         optimizer = optimizer if isinstance(optimizer, str) else object_path(optimizer)
         import_path(optimizer)  # fail now, not at fit time
+        guide = build_guide(guide, model)
+        check_guide(model, guide, "SVIModule")
         self.model = model
-        self.guide = build_guide(guide, model)
+        self.guide = guide
         self.elbo = elbo
         self.optimizer_path = optimizer
         self.lr = float(lr)
@@ -329,10 +345,14 @@ class SVIModule(L.LightningModule):
         """
         checkpoint = read_checkpoint(checkpoint_path)
         check_version(checkpoint, checkpoint_path)
-        return super().load_from_checkpoint(
-            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
-            weights_only=weights_only, **kwargs,
-        )
+        token = _LOADING.set(checkpoint_path)
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
+                weights_only=weights_only, **kwargs,
+            )
+        finally:
+            _LOADING.reset(token)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["quivers"] = {
@@ -342,8 +362,11 @@ class SVIModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # before Lightning loads any tensor: a checkpoint of another version, model or guide
         # raises here, with this module unchanged (also when resuming with trainer.fit(ckpt_path=...))
-        check_version(checkpoint)
-        check_state_dict(checkpoint.get("state_dict", {}), self.state_dict())
+        path = _LOADING.get()
+        if path is None and self._trainer is not None:
+            path = self._trainer.ckpt_path
+        check_version(checkpoint, path)
+        check_state_dict(checkpoint.get("state_dict", {}), self.state_dict(), path)
         state = checkpoint.get("quivers", {})
         self._rng_state = state.get("rng_state")
         self._cuda_rng_state = state.get("cuda_rng_state")

@@ -148,8 +148,6 @@ class MonadicProgram(Recordable, nn.Module):
                 )
             if step.name in self._steps or step.name in new_names[:i]:
                 raise ModelSpecError(f"site {step.name!r} is declared twice; site names must be unique")
-            if step.name in self._plates:
-                raise ModelSpecError(f"site {step.name!r} has the name of a plate")
             later = [d for d in step.deps if d in new_names[i:]]
             if later:
                 raise ModelSpecError(
@@ -172,6 +170,9 @@ class MonadicProgram(Recordable, nn.Module):
                     f"site {step.name!r} sits in plates {[p.name for p in step.plates]}, two of which own "
                     f"the same dim; nested plates need distinct dims"
                 )
+        clash = [n for n in new_names if n in plates]
+        if clash:
+            raise ModelSpecError(f"site {clash[0]!r} has the name of a plate; rename the site or the plate")
         # all checks passed: commit
         self._plates = OrderedDict(plates)
         self._plate_dims = plan
@@ -279,8 +280,9 @@ class MonadicProgram(Recordable, nn.Module):
         Raises
         ------
         BatchError
-            On an unknown key, a non-tensor value, a non-finite value in a float field,
-            an empty field, or a subsample index out of range.
+            On an unknown key, a value that is not a real tensor (a non-numeric or
+            complex value), a non-finite value in a float field, an empty field, or a
+            subsample index out of range.
         """
         if isinstance(batch, PreparedBatch):
             return batch
@@ -300,9 +302,17 @@ class MonadicProgram(Recordable, nn.Module):
                 try:
                     v = torch.as_tensor(v)
                 except Exception as e:  # noqa: BLE001
-                    raise BatchError(f"batch field {k!r}: expected a tensor, got {type(v).__name__}") from e
+                    raise BatchError(
+                        f"batch field {k!r}: expected a tensor or an array of numbers, got a {type(v).__name__} "
+                        f"that torch.as_tensor cannot convert ({e})"
+                    ) from e
                 if v.is_floating_point():
                     v = v.to(torch.get_default_dtype())
+            if v.is_complex():
+                raise BatchError(
+                    f"batch field {k!r} has dtype {v.dtype}; expected a real tensor (floating point, integer or "
+                    "bool): split complex data into real and imaginary fields"
+                )
             out[k] = v
         if is_validation_enabled():
             self._validate_fields(out)
