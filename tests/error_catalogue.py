@@ -363,7 +363,8 @@ def overlapping_parts(ctx: Context) -> Attempt:
     return Attempt(lambda: guides.append(second), snapshot(model, guides))
 
 
-@case("guide", "`AutoGuideList` part built for another model", GuideError, "was built for a different model")
+@case("guide", "`AutoGuideList` part built for another model", GuideError,
+      "AutoGuideList: the guide AutoNormalGuide was built for a different model")
 def part_for_another_model(ctx: Context) -> Attempt:
     model = EightSchools()
     guides = AutoGuideList(model)

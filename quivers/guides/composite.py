@@ -16,7 +16,7 @@ from ..program import MonadicProgram
 from ..program.program import subsample_scale
 from ..shapes import reduce_to_sample
 from ..spec import from_spec, object_path
-from .guide import Batch, Guide, Sites, _check_quantiles
+from .guide import Batch, Guide, Sites, _check_quantiles, check_guide
 
 __all__ = ["AutoGuideList", "AutoCallable", "guide_from_spec"]
 
@@ -83,16 +83,7 @@ class AutoGuideList(Guide):
         """
         if not isinstance(guide, Guide):
             raise GuideError(f"AutoGuideList.append: expected a Guide, got {type(guide).__name__}")
-        other = getattr(guide, "model", self.model)
-        if other is not self.model:
-            raise GuideError(
-                f"AutoGuideList: part {type(guide).__name__} was built for a different model "
-                f"({type(other).__name__} at {id(other):#x}, not this list's {type(self.model).__name__}); "
-                "build every part on the same model instance"
-            )
-        unknown = [n for n in guide.latent_names if n not in self.model.latent_names]
-        if unknown:
-            raise GuideError(f"AutoGuideList: part {type(guide).__name__} covers {unknown}, not latent sites")
+        check_guide(self.model, guide, "AutoGuideList")
         taken = {n: type(p).__name__ for p in self.parts for n in p.latent_names}
         overlap = [n for n in guide.latent_names if n in taken]
         if overlap:
