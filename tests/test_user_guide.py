@@ -94,3 +94,13 @@ def test_score_function_estimator_for_non_reparameterized_guide():
     for _ in range(300):
         svi.step({"y": torch.tensor(4.0)})
     assert torch.sigmoid(guide.logit).item() > 0.95
+
+
+def test_a_guide_attribute_named_model_that_is_not_a_program_is_left_alone():
+    # check_guide compares guide.model with the model only when it is a MonadicProgram:
+    # a user's guide may call its own network "model"
+    guide = MyGuide()
+    guide.model = nn.Linear(2, 2)
+    model = Model()
+    SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.01)).step({"y": torch.randn(20)})
+    Predictive(model, guide, num_samples=3)({})

@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..errors import GuideError
+from ..program import MonadicProgram
 from ..spec import Recordable
 
 __all__ = ["Guide", "check_guide"]
@@ -156,12 +157,13 @@ def _check_quantiles(quantiles: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return q
 
 
-def check_guide(model: nn.Module, guide: Guide, where: str) -> None:
+def check_guide(model: MonadicProgram, guide: Guide, where: str) -> None:
     """Raise unless ``guide`` can serve as the variational distribution of ``model``.
 
-    A guide that records the model it was built for (every autoguide does, as ``guide.model``)
-    must have been built for this very instance: another instance has its own parameters
-    and may have other sites. Any guide must sample only latent sites of ``model``.
+    A guide that records the program it was built for (every autoguide does, as
+    ``guide.model``) must have been built for this very instance: another instance has its
+    own parameters and may have other sites. Any guide must sample only latent sites of
+    ``model``.
 
     Parameters
     ----------
@@ -179,7 +181,7 @@ def check_guide(model: nn.Module, guide: Guide, where: str) -> None:
         latent sites of ``model``.
     """
     built_for = getattr(guide, "model", model)
-    if built_for is not model:
+    if isinstance(built_for, MonadicProgram) and built_for is not model:
         raise GuideError(
             f"{where}: the guide {type(guide).__name__} was built for a different model "
             f"({type(built_for).__name__} at {id(built_for):#x}, not the {type(model).__name__} at {id(model):#x} "
