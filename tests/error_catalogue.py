@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from helpers import short_trainer
 from torch import distributions as dist
 
 from quivers import Latent, MonadicProgram, Observed, Plate
@@ -98,12 +99,6 @@ def case(group: str, input: str, error: type[Exception], match: str):
         CASES.append(Case(make.__name__, group, input, error, match, make))
         return make
     return register
-
-
-def short_trainer(root: pathlib.Path, steps: int = 2, **kwargs: Any) -> L.Trainer:
-    """A quiet CPU ``Trainer`` for a few steps (no logger, no automatic checkpoints)."""
-    return L.Trainer(max_steps=steps, default_root_dir=root, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", **kwargs)
 
 
 def snapshot(*objects: Any, files: tuple[pathlib.Path, ...] = ()) -> Callable[[], dict[str, Any]]:

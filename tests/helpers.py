@@ -1,14 +1,23 @@
-"""Shared test helpers: fitting with a decaying learning rate and standard models."""
+"""Shared test helpers: fitting with a decaying learning rate, a short Trainer, standard models."""
 
 from __future__ import annotations
 
 import math
+import pathlib
+from typing import Any
 
+import lightning as L
 import torch
 from torch import distributions as dist
 
 from quivers import Latent, MonadicProgram, Observed, Plate
 from quivers.infer import SVI, Trace_ELBO
+
+
+def short_trainer(root: pathlib.Path, steps: int = 2, **kwargs: Any) -> L.Trainer:
+    """A quiet CPU ``Trainer`` for a few steps (no logger, no automatic checkpoints)."""
+    return L.Trainer(max_steps=steps, default_root_dir=root, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", **kwargs)
 
 
 def fit(model, guide, batch, steps=1500, lr=0.05, num_particles=8, final_lr_frac=0.01):

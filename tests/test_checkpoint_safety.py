@@ -6,7 +6,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from error_catalogue import Context, short_trainer
+from error_catalogue import Context
+from helpers import short_trainer
 
 import quivers.lightning.checkpoint as ckpt_mod
 from quivers.datasets import EightSchoolsData
