@@ -14,11 +14,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# one worker per core (pytest-xdist; each worker runs torch on one thread)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n auto -m slow
 
 lint: install
 	$(VENV)/bin/ruff check quivers tests benchmarks

@@ -26,7 +26,7 @@ import torch
 from helpers import short_trainer
 from torch import distributions as dist
 
-from quivers import Latent, MonadicProgram, Observed, Plate
+from quivers import Factor, Latent, MonadicProgram, Observed, Plate
 from quivers.datasets import EightSchoolsData
 from quivers.errors import BatchError, CheckpointError, GuideError, ModelSpecError, ShapeError, SupportError
 from quivers.guides import (
@@ -226,6 +226,25 @@ def site_named_like_plate(ctx: Context) -> Attempt:
     return Attempt(program(lambda: [Latent("a", normal, plate=plate), Latent("p", normal)]))
 
 
+@case("declaration", "a factor returning a `Normal` instead of a log-density", ModelSpecError,
+      "factor 'f'.*returned a Normal")
+def factor_returns_distribution(ctx: Context) -> Attempt:
+    model = program(lambda: [Latent("a", normal), Factor("f", lambda a: dist.Normal(a, 1.0))])()
+    guide = AutoNormalGuide(model)
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters()))
+    return Attempt(lambda: svi.step(None), snapshot(guide, svi.optim))
+
+
+@case("declaration", "a factor of 4 terms in a plate of size 3", ShapeError,
+      r"factor 'f'.*shape \(4,\).*plate 'p', whose size is 3")
+def factor_wrong_shape(ctx: Context) -> Attempt:
+    plate = Plate("p", size=3)
+    model = program(lambda: [Latent("a", normal), Factor("f", lambda a: torch.ones(4), plate=plate)])()
+    guide = AutoNormalGuide(model)
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters()))
+    return Attempt(lambda: svi.step(None), snapshot(guide, svi.optim))
+
+
 # ----------------------------------------------------------------------------- data
 def _svi_step(bad: Any, guide_cls: type = AutoNormalGuide) -> Attempt:
     """One good step (so Adam has state), then the bad batch."""
@@ -387,6 +406,49 @@ def init_value_outside_support(ctx: Context) -> Attempt:
     model = Counts()
     return Attempt(lambda: AutoNormalGuide(model, init_loc_fn=init_to_value(values={"rate": -1.0})),
                    snapshot(model))
+
+
+@case("guide", "`init_to_value(values={'sigma': 1.0})`, not a latent site", GuideError,
+      r"init_to_value: \['sigma'\] are not latent sites of EightSchools")
+def init_value_unknown_site(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: AutoNormalGuide(model, init_loc_fn=init_to_value(values={"sigma": 1.0})),
+                   snapshot(model))
+
+
+@case("guide", "a user guide with one `log_prob` term over a global and a subsampled local site", GuideError,
+      r"log_prob_terms gives one term for sites \['mu', 'z'\], whose subsample scales differ")
+def guide_term_mixes_scales(ctx: Context) -> Attempt:
+    data = Plate("data", size=10, subsample_size=2)
+    model = program(lambda: [Latent("mu", normal), Latent("z", lambda mu: dist.Normal(mu, 1.0), plate=data),
+                             Observed("y", lambda z: dist.Normal(z, 1.0), plate=data)])()
+
+    class OneTerm(Guide):
+        def __init__(self) -> None:
+            super().__init__(model)
+            self.loc = torch.nn.Parameter(torch.zeros(10))
+
+        @property
+        def latent_names(self) -> list[str]:
+            return ["mu", "z"]
+
+        def rsample(self, batch=None, sample_shape=()):  # noqa: ANN001
+            ss = torch.Size(sample_shape)
+            return {"mu": torch.zeros(ss + (1,)) + self.loc[:1], "z": self.loc[batch["data"]].expand(ss + (2,))}
+
+        def log_prob(self, batch, sites):  # noqa: ANN001
+            return torch.zeros(sites["mu"].shape[:-1])
+
+    guide = OneTerm()
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters()))
+    return Attempt(lambda: svi.step({"y": torch.zeros(10)}), snapshot(guide, svi.optim))
+
+
+@case("guide", "`Predictive(model, posterior_samples={'sigma_typo': ...})`", BatchError,
+      r"posterior_samples: \['sigma_typo'\] are not sites of EightSchools")
+def predictive_samples_unknown_site(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: Predictive(model, posterior_samples={"sigma_typo": torch.zeros(3)}), snapshot(model))
 
 
 @case("guide", "`observed_names=['sigma_typo']`", GuideError, r"\['sigma_typo'\] are not sites of EightSchools")

@@ -41,6 +41,7 @@ def test_every_posterior_maps_draws_to_reference_names(name):
     assert all(v.shape == (3,) for v in values.values())
     assert post.draws.shape == (10000, len(post.names))
     assert torch.isfinite(post.model.log_joint(post.batch, guide.sample_posterior(post.batch))).all()
+    assert torch.isfinite(post.model.log_joint(post.batch, guide.rsample(post.batch))).all()
 
 
 @needs_data

@@ -147,3 +147,15 @@ def test_observed_names_condition_latent_sites_on_batch_values():
     assert model.trace(batch, guide.rsample(batch, (3,)))["b"].kind == "observed"
     with pytest.raises(GuideError, match="nope"):
         AutoNormalGuide(model, observed_names=["nope"])
+
+
+def test_init_to_value_naming_a_site_that_is_not_latent_is_an_error():
+    from quivers.guides import AutoNormalGuide, init_to_median, init_to_value
+    from quivers.models import EightSchools
+
+    model = EightSchools()
+    with pytest.raises(GuideError, match=r"init_to_value: \['sigma'\] are not latent sites of EightSchools"):
+        AutoNormalGuide(model, init_loc_fn=init_to_value(values={"mu": 1.0, "sigma": 2.0}))
+    nested = init_to_value(values={"mu": 1.0}, fallback=init_to_value(values={"thetaa": 0.0}, fallback=init_to_median))
+    with pytest.raises(GuideError, match=r"\['thetaa'\]"):
+        AutoNormalGuide(model, init_loc_fn=nested)

@@ -141,10 +141,14 @@ def test_partially_observed_uses_imputed_values_only_where_masked():
 
 
 def test_prior_sample_shapes_match_design_example():
-    # DESIGN.md: with 16 particles mu and tau are (16, 1), eta and theta (16, 8)
+    # DESIGN.md: inside traces, with 16 particles mu and tau are (16, 1), eta and theta (16, 8);
+    # what users read back (model.sample) has each site's own shape: mu (16,)
     model = Plated()
+    tr = model.trace(None, {}, (16,), sample_latent=True, sample_observed=True)
+    assert tr["mu"].value.shape == (16, 1) and tr["tau"].value.shape == (16, 1)
+    assert tr["eta"].value.shape == (16, 8) and tr["theta"].value.shape == (16, 8) and tr["y"].value.shape == (16, 8)
     s = model.sample(sample_shape=(16,))
-    assert s["mu"].shape == (16, 1) and s["tau"].shape == (16, 1)
+    assert s["mu"].shape == (16,) and s["tau"].shape == (16,)
     assert s["eta"].shape == (16, 8) and s["theta"].shape == (16, 8) and s["y"].shape == (16, 8)
 
 

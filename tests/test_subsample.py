@@ -1,6 +1,7 @@
 """Subsampling: the scaled minibatch ELBO gradient is an unbiased estimate of the
 full-batch gradient."""
 
+import pytest
 import torch
 from torch import distributions as dist
 
@@ -68,7 +69,7 @@ def test_minibatch_with_given_indices_is_not_resampled():
 
 
 def test_subsample_indices_distinct_and_uniform():
-    from quivers.program.program import subsample_indices
+    from quivers.program import subsample_indices
 
     counts = torch.zeros(100)
     for _ in range(4000):
@@ -78,3 +79,41 @@ def test_subsample_indices_distinct_and_uniform():
     # each index is expected 400 times; binomial sd ~19, so 5 sd either side
     assert (counts - 400).abs().max() < 5 * 19
     assert subsample_indices(8, 6).unique().numel() == 6  # randperm branch
+
+
+class TwoPlates(MonadicProgram):
+    """Rows at dim -2 and columns at dim -1, both subsampled: ``y`` (N, M) in both plates, an
+    input ``c`` (M,) that varies along the columns only, an input ``r`` (N, 1) along the rows."""
+
+    def __init__(self, n=12, m=9):
+        super().__init__()
+        rows = Plate("rows", size=n, subsample_size=4, dim=-2)
+        cols = Plate("cols", size=m, subsample_size=3, dim=-1)
+        self.declare(
+            Latent("mu", lambda: dist.Normal(0.0, 1.0)),
+            Observed("y", lambda mu, r, c: dist.Normal(mu + r + c, 1.0), plate=(rows, cols)),
+        )
+
+
+def test_two_subsampled_plates_slice_each_field_along_its_plates_dims():
+    model = TwoPlates()
+    y = torch.arange(12 * 9, dtype=torch.float32).reshape(12, 9)
+    r = torch.arange(12.0).unsqueeze(-1) * 100
+    c = torch.arange(9.0) * 1000
+    for _ in range(20):
+        batch = model.prepare({"y": y, "r": r, "c": c})
+        i, j = batch["rows"], batch["cols"]
+        assert torch.equal(batch["y"], y[i][:, j])
+        assert torch.equal(batch["r"], r[i]) and torch.equal(batch["c"], c[j])
+        tr = model.trace(batch, {"mu": torch.zeros(1, 1)})
+        assert tr["y"].scale == pytest.approx(12 / 4 * 9 / 3)
+        want = dist.Normal(batch["r"] + batch["c"], 1.0).log_prob(y[i][:, j]).sum() * 9.0
+        assert torch.allclose(tr["y"].log_prob, want)
+
+
+def test_a_field_whose_plate_dim_has_the_wrong_length_is_a_batch_error():
+    from quivers.errors import BatchError
+
+    model = TwoPlates()
+    with pytest.raises(BatchError, match="batch field 'c'.*plate 'cols' \\(size 9\\)"):
+        model.prepare({"y": torch.zeros(12, 9), "r": torch.zeros(12, 1), "c": torch.zeros(5)})

@@ -3,6 +3,7 @@ import math
 import lightning as L
 import torch
 from torch import distributions as dist
+from user_guides import DataMeanGuide
 
 from quivers import Latent, MonadicProgram, Observed, Param, Plate
 from quivers.datasets import TensorDataModule
@@ -46,3 +47,20 @@ def test_fit_logs_metrics_and_trains_model_params_with_configured_optimizer(tmp_
     assert model.plates["data"].size == 150  # global size from the data module
     assert {"train/elbo", "train/elbo_per_obs", "val/lpd"} <= set(trainer.callback_metrics)
     assert abs(model.param_value("s").item() - 0.3) < 0.1  # the model's Param was learned
+
+
+def test_validation_and_prediction_give_the_guide_the_whole_batch():
+    model = Model()
+    module = SVIModule(model, DataMeanGuide(model, site="m"), num_val_samples=5, num_predict_samples=4)
+    y = torch.tensor([2.0, 2.5, 3.0])
+    lpd = module.log_predictive_density({"y": y, "data": torch.arange(3)})
+    assert math.isfinite(float(lpd))
+    out = module.predict_step({"y": y})
+    assert out["y"].shape == (4, 3) and out["m"].shape == (4,)
+
+
+def test_row_indices_of_a_data_module_index_its_own_rows():
+    dm = TensorDataModule({"y": torch.arange(10.0)}, val_fraction=0.3, with_indices=True, batch_size=4)
+    for batch in dm.predict_dataloader():
+        assert int(batch["data"].max()) < dm.num_data  # positions in the training rows
+    assert torch.equal(dm.full_batch()["data"], torch.arange(dm.num_data))

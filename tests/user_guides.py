@@ -35,3 +35,26 @@ class ScalarNormalGuide(Guide):
         lt = sites["tau"].log()
         return (self._q("mu").log_prob(sites["mu"]).sum(-1) + self._q("eta").log_prob(sites["eta"]).sum(-1)
                 + (self._q("tau").log_prob(lt) - lt).sum(-1))
+
+
+class DataMeanGuide(Guide):
+    """``q(site) = N(mean(batch[field]) + shift, scale)``: a guide of one global site that
+    reads the observed values, as an encoder of the data does."""
+
+    def __init__(self, model, site: str = "mu", field: str = "y", scale: float = 0.1):
+        super().__init__(model)
+        self.site, self.field, self.scale = site, field, scale
+        self.shift = nn.Parameter(torch.zeros(()))
+
+    @property
+    def latent_names(self):
+        return [self.site]
+
+    def _q(self, batch):
+        return dist.Normal(batch[self.field].mean() + self.shift, self.scale)
+
+    def rsample(self, batch=None, sample_shape=()):
+        return {self.site: self._q(batch).rsample(torch.Size(sample_shape))}
+
+    def log_prob(self, batch, sites):
+        return self._q(batch).log_prob(sites[self.site])

@@ -6,14 +6,17 @@ from .real import (
     EIGHT_SCHOOLS_Y,
     BreastCancerData,
     DiabetesData,
+    DigitsData,
     EightSchoolsData,
     load_breast_cancer,
     load_diabetes,
+    load_digits,
 )
 from .simulated import VaryingInterceptsData, simulate_varying_intercepts
 
 __all__ = [
     "RowDataset", "TensorDataModule", "EightSchoolsData", "BreastCancerData", "DiabetesData",
-    "VaryingInterceptsData", "load_breast_cancer", "load_diabetes", "simulate_varying_intercepts",
+    "VaryingInterceptsData", "DigitsData", "load_breast_cancer", "load_diabetes", "load_digits",
+    "simulate_varying_intercepts",
     "EIGHT_SCHOOLS_Y", "EIGHT_SCHOOLS_SIGMA",
 ]

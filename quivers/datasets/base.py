@@ -14,8 +14,9 @@ __all__ = ["RowDataset", "TensorDataModule"]
 
 
 class RowDataset(Dataset):
-    """Rows of a dict of equally long tensors; each item also carries its row index
-    under ``index_key`` (the data plate's name), so batches hold subsample indices."""
+    """Rows of a dict of equally long tensors (``rows`` selects and orders them); each
+    item also carries its position in this dataset under ``index_key`` (the data plate's
+    name), so batches hold subsample indices into the plate of these rows."""
 
     def __init__(self, fields: Mapping[str, torch.Tensor], index_key: str | None = None,
                  rows: torch.Tensor | None = None) -> None:
@@ -34,7 +35,7 @@ class RowDataset(Dataset):
         r = self.rows[i]
         item = {k: v[r] for k, v in self.fields.items()}
         if self.index_key is not None:
-            item[self.index_key] = r
+            item[self.index_key] = torch.as_tensor(i)
         return item
 
 
@@ -139,5 +140,5 @@ class TensorDataModule(L.LightningDataModule):
         """Every training row in one dict batch (with indices when ``with_indices``)."""
         batch = {k: v[self.train_rows] for k, v in self.fields.items()}
         if self.with_indices:
-            batch[self.plate] = self.train_rows.clone()
+            batch[self.plate] = torch.arange(len(self.train_rows))
         return batch

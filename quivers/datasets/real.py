@@ -7,8 +7,8 @@ import torch
 from .base import TensorDataModule
 
 __all__ = [
-    "EIGHT_SCHOOLS_Y", "EIGHT_SCHOOLS_SIGMA", "EightSchoolsData", "BreastCancerData", "DiabetesData",
-    "load_breast_cancer", "load_diabetes",
+    "EIGHT_SCHOOLS_Y", "EIGHT_SCHOOLS_SIGMA", "EightSchoolsData", "BreastCancerData", "DiabetesData", "DigitsData",
+    "load_breast_cancer", "load_diabetes", "load_digits",
 ]
 
 # Rubin, D. B. (1981). Estimation in parallel randomized experiments. Journal of
@@ -71,3 +71,22 @@ class DiabetesData(TensorDataModule):
                  steps_per_epoch: int = 1) -> None:
         super().__init__(load_diabetes(), "data", batch_size, val_fraction, seed=seed,
                          steps_per_epoch=steps_per_epoch)
+
+
+def load_digits(threshold: float = 8.0) -> dict[str, torch.Tensor]:
+    """Optical recognition of handwritten digits (Alpaydin & Kaynak 1998, UCI), as shipped
+    by scikit-learn: ``x`` (1797 x 64), each 8x8 image's pixels binarised to 1.0 where the
+    original intensity (0-16) is at least ``threshold``."""
+    from sklearn.datasets import load_digits as load
+
+    d = load()
+    return {"x": (torch.tensor(d.data) >= threshold).to(torch.get_default_dtype())}
+
+
+class DigitsData(TensorDataModule):
+    """Binarised digits (1797 x 64), plate ``data``, minibatches of ``batch_size`` images;
+    see :func:`load_digits`."""
+
+    def __init__(self, batch_size: int | None = 128, val_fraction: float = 0.0, seed: int = 0,
+                 with_indices: bool = False) -> None:
+        super().__init__(load_digits(), "data", batch_size, val_fraction, with_indices=with_indices, seed=seed)

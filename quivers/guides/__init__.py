@@ -19,6 +19,7 @@ from .gaussian import (
 from .guide import Guide
 from .initialization import (
     init_to_feasible,
+    init_to_generated,
     init_to_mean,
     init_to_median,
     init_to_sample,
@@ -38,5 +39,5 @@ __all__ = [
     "AutoStructured", "AutoIAFNormal", "AutoBNAFNormal", "AutoNormalizingFlow",
     "AutoGuideList", "AutoCallable",
     "LatentRegistry", "LatentSite", "init_to_median", "init_to_mean", "init_to_feasible",
-    "init_to_uniform", "init_to_value", "init_to_sample", "laplace_warm_start", "WarmStart",
+    "init_to_uniform", "init_to_value", "init_to_sample", "init_to_generated", "laplace_warm_start", "WarmStart",
 ]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from ..program import MonadicProgram, PreparedBatch
 from ..spec import import_path
-from .guide import Batch, Guide
-from .initialization import InitFn, init_to_median
+from .guide import Batch, Guide, LogProbTerms, Sites, _total
+from .initialization import InitFn, check_init_fn, init_to_median, resolve_init_fn
 from .registry import LatentRegistry, LatentSite
+from .transforms import is_increasing
 
 __all__ = ["AutoGuide"]
 
@@ -37,8 +38,8 @@ class AutoGuide(Guide):
     Raises
     ------
     GuideError
-        If the model has no latent sites, or a site is discrete or has an unsupported
-        support.
+        If the model has no latent sites, a site is discrete or has an unsupported
+        support, or ``init_to_value`` names a site that is not a latent site.
     """
 
     def __init__(
@@ -47,22 +48,26 @@ class AutoGuide(Guide):
         observed_names: Sequence[str] | None = None,
         init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
-        super().__init__()
+        super().__init__(model)
         if isinstance(init_loc_fn, str):
             init_loc_fn = import_path(init_loc_fn)
-        object.__setattr__(self, "model", model)  # a reference, not a submodule
         self.observed_names = tuple(observed_names or ())
         self.registry = LatentRegistry(model, exclude=observed_names)
+        check_init_fn(init_loc_fn, model)
         self.init_loc_fn = init_loc_fn
 
     @property
     def latent_names(self) -> list[str]:
         return self.registry.names
 
-    def _init_value(self, site: LatentSite) -> torch.Tensor:
-        """Constrained initial value of ``site`` from ``init_loc_fn``, checked."""
-        value = self.init_loc_fn(site)
-        return LatentRegistry.check_value(site, value, "initial value")
+    # ------------------------------------------------------------------ construction helpers
+    def _init_unconstrained(self) -> dict[str, torch.Tensor]:
+        """Unconstrained initial value of each site (``unconstrained_shape``), from
+        ``init_loc_fn`` evaluated in model order (see :meth:`LatentRegistry.initial_values`)."""
+        values = self.registry.initial_values(resolve_init_fn(self.init_loc_fn))
+        with torch.no_grad():
+            u, _ = self.registry.unconstrain(values, {})
+        return {s.name: u[s.name].reshape(s.unconstrained_shape).detach().clone() for s in self.registry}
 
     def _prepare(self, batch: Batch) -> PreparedBatch:
         """Validate a batch for the guide. Objectives hand over batches the model already
@@ -73,3 +78,62 @@ class AutoGuide(Guide):
     def _params_for(self, site: LatentSite, param: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """A per-site parameter sliced to the batch's subsample indices."""
         return self.registry.select(site, param, batch)
+
+    # ------------------------------------------------------------------ Guide API
+    def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
+        return self.rsample_and_log_prob_terms(batch, sample_shape)[0]
+
+    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        terms = self.log_prob_terms(batch, sites)
+        first = sites[self.registry.names[0]]
+        ss = first.shape[: first.dim() - len(self.registry[self.registry.names[0]].shape)]
+        return _total(terms, ss, dict(sites))
+
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ closed-form summaries
+    def _unconstrained_quantiles(self, z: torch.Tensor, batch: PreparedBatch) -> dict[str, torch.Tensor] | None:
+        """Per-site unconstrained marginal quantiles at standard-Normal quantiles ``z``
+        (1-D), shape ``(len(z),) + unconstrained shape``; ``None`` when there is no
+        closed form. ``z = 0`` gives the median."""
+        return None
+
+    @torch.no_grad()
+    def latent_median(self, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """Exact (the transformed unconstrained median) for sites with a static,
+        elementwise increasing transform where the family has a closed form; the median
+        of ``num_samples`` draws otherwise."""
+        batch = self._prepare(batch)
+        u = self._unconstrained_quantiles(self._normal_quantiles(torch.full((1,), 0.5)), batch)
+        return self._exact_or_sampled(u, lambda: Guide.latent_median(self, batch, num_samples), index=0)
+
+    @torch.no_grad()
+    def latent_quantiles(self, q: torch.Tensor, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """Exact where :meth:`latent_median` is; estimated from ``num_samples`` draws otherwise."""
+        batch = self._prepare(batch)
+        u = self._unconstrained_quantiles(self._normal_quantiles(q), batch)
+        return self._exact_or_sampled(u, lambda: Guide.latent_quantiles(self, q, batch, num_samples))
+
+    def _normal_quantiles(self, q: torch.Tensor) -> torch.Tensor:
+        """``Phi^-1(q)`` in the dtype and on the device of the guide's parameters."""
+        ref = next(self.parameters(), None)
+        if ref is not None:
+            q = q.to(dtype=ref.dtype, device=ref.device)
+        return torch.special.ndtri(q)
+
+    def _exact(self, site: LatentSite) -> bool:
+        return not site.dynamic and is_increasing(site.transform)
+
+    def _exact_or_sampled(self, u: dict[str, torch.Tensor] | None, sampled: Callable[[], Sites],
+                          index: int | None = None) -> Sites:
+        out: Sites = {}
+        estimate: Sites | None = None
+        for site in self.registry:
+            if u is not None and self._exact(site):
+                x = site.transform(u[site.name]).detach()
+                out[site.name] = x[index] if index is not None else x
+            else:
+                estimate = estimate if estimate is not None else sampled()
+                out[site.name] = estimate[site.name]
+        return out

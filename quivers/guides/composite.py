@@ -12,11 +12,10 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..errors import GuideError
-from ..program import MonadicProgram
-from ..program.program import subsample_scale
+from ..program import MonadicProgram, PreparedBatch
 from ..shapes import reduce_to_sample
 from ..spec import from_spec, object_path
-from .guide import Batch, Guide, Sites, _check_quantiles, check_guide
+from .guide import Batch, Guide, LogProbTerms, Sites, check_guide
 
 __all__ = ["AutoGuideList", "AutoCallable", "guide_from_spec"]
 
@@ -50,6 +49,11 @@ class AutoGuideList(Guide):
         guide.append(AutoMultivariateNormal(model, observed_names=["theta"]))
         guide.append(AutoNormalGuide(model, observed_names=["mu", "tau"]))
 
+    Parts see the batch with the other parts' values added as conditioned latent sites:
+    the values drawn so far when sampling (a later part's support may depend on an
+    earlier part's site: append parts in model order), and the other parts' medians where
+    a part conditions on them (``AutoLaplaceApproximation``'s Hessian).
+
     Parameters
     ----------
     model : MonadicProgram
@@ -66,14 +70,14 @@ class AutoGuideList(Guide):
     spec_raw_args = ("guides",)
 
     def __init__(self, model: MonadicProgram, guides: Iterable[Guide | Mapping[str, Any]] = ()) -> None:
-        super().__init__()
-        object.__setattr__(self, "model", model)  # a reference, not a submodule
+        super().__init__(model)
         self.parts = nn.ModuleList()
         for g in guides:
             self.append(guide_from_spec(g, model) if isinstance(g, Mapping) else g)
 
-    def append(self, guide: Guide) -> AutoGuideList:
-        """Add a part.
+    def append(self, guide: Guide | Callable[[Batch], Mapping[str, Distribution]]) -> AutoGuideList:
+        """Add a part. A plain callable ``batch -> {site: Distribution}`` is wrapped in an
+        :class:`AutoCallable` covering the sites it returns (as Pyro's ``append``).
 
         Raises
         ------
@@ -82,7 +86,9 @@ class AutoGuideList(Guide):
             latent site of the model, or covers a site another part already covers.
         """
         if not isinstance(guide, Guide):
-            raise GuideError(f"AutoGuideList.append: expected a Guide, got {type(guide).__name__}")
+            if not callable(guide):
+                raise GuideError(f"AutoGuideList.append: expected a Guide or a callable, got {type(guide).__name__}")
+            guide = AutoCallable.wrap(self.model, guide)
         check_guide(self.model, guide, "AutoGuideList")
         taken = {n: type(p).__name__ for p in self.parts for n in p.latent_names}
         overlap = [n for n in guide.latent_names if n in taken]
@@ -94,6 +100,8 @@ class AutoGuideList(Guide):
         self.parts.append(guide)
         return self
 
+    add = append
+
     def __getitem__(self, i: int) -> Guide:
         return self.parts[i]
 
@@ -104,28 +112,42 @@ class AutoGuideList(Guide):
     def latent_names(self) -> list[str]:
         return [n for p in self.parts for n in p.latent_names]
 
+    @property
+    def has_dynamic_support(self) -> bool:
+        """Whether a part has a latent site whose support depends on other sites."""
+        return any(_dynamic(p) for p in self.parts)
+
     def init_spec(self, exclude: tuple[str, ...] = (), on_error=None) -> dict[str, Any]:
         """Spec with the parts' specs (each without ``model``), so ``append`` calls are kept."""
         parts = [p.init_spec(("model",), on_error) for p in self.parts]
         args = {} if "guides" in exclude else {"guides": parts}
         return {"class_path": object_path(type(self)), "init_args": args}
 
-    def rsample_and_log_prob(
+    def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
-    ) -> tuple[Sites, torch.Tensor]:
+    ) -> tuple[Sites, LogProbTerms]:
+        batch = self.model.prepare(batch, subsample=False)
         values: Sites = {}
-        total: torch.Tensor | float = 0.0
+        terms: LogProbTerms = {}
         for p in self.parts:
-            z, lq = p.rsample_and_log_prob(batch, sample_shape)
+            z, t = p.rsample_and_log_prob_terms(_augment(batch, values), sample_shape)
             values.update(z)
-            total = total + lq
-        return values, torch.as_tensor(total)
+            terms.update(t)
+        return values, terms
 
     def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
-        return self.rsample_and_log_prob(batch, sample_shape)[0]
+        return self.rsample_and_log_prob_terms(batch, sample_shape)[0]
+
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
+        batch = self.model.prepare(batch, subsample=False)
+        terms: LogProbTerms = {}
+        for p in self.parts:
+            own = {n: sites[n] for n in p.latent_names}
+            terms.update(p.log_prob_terms(_augment(batch, {k: v for k, v in sites.items() if k not in own}), own))
+        return terms
 
     def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return torch.as_tensor(sum(p.log_prob(batch, {n: sites[n] for n in p.latent_names}) for p in self.parts))
+        return torch.as_tensor(sum(self.log_prob_terms(batch, sites).values()))
 
     @property
     def has_rsample(self) -> bool:  # type: ignore[override]
@@ -142,14 +164,67 @@ class AutoGuideList(Guide):
         return out
 
     @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """The parts' medians."""
-        return {k: v for p in self.parts for k, v in p.median(batch).items()}
+    def draws(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
+        """The parts' posterior draws: a part with supports that move with other sites
+        draws given the values drawn before it; a part that conditions on the other
+        sites (a Laplace approximation) given their medians."""
+        batch = self.model.prepare(batch, subsample=False)
+        out: Sites = {}
+        medians: Sites | None = None
+        for p in self.parts:
+            if getattr(p, "conditions_on_other_sites", False):
+                medians = medians if medians is not None else self.latent_median(batch)
+                context = {k: v for k, v in medians.items() if k not in p.latent_names}
+            else:
+                context = out
+            out.update(p.draws(_augment(batch, context), sample_shape))
+        return out
 
     @torch.no_grad()
-    def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:
-        """The parts' marginal quantiles."""
-        return {k: v for p in self.parts for k, v in p.quantiles(quantiles, batch).items()}
+    def latent_median(self, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """The parts' medians; for parts with supports that move with other sites, the
+        median of the joint draws."""
+        batch = self.model.prepare(batch, subsample=False)
+        joint = Guide.latent_median(self, batch, num_samples) if self.has_dynamic_support else {}
+        out: Sites = {}
+        for p in self.parts:
+            if _dynamic(p):
+                out.update({n: joint[n] for n in p.latent_names})
+            else:
+                out.update(p.latent_median(_augment(batch, out), num_samples))
+        return out
+
+    @torch.no_grad()
+    def latent_quantiles(self, q: torch.Tensor, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """The parts' quantiles (each given the other parts' medians); for parts with
+        supports that move with other sites, quantiles of the joint draws."""
+        batch = self.model.prepare(batch, subsample=False)
+        joint = Guide.latent_quantiles(self, q, batch, num_samples) if self.has_dynamic_support else {}
+        medians = self.latent_median(batch, num_samples)
+        out: Sites = {}
+        for p in self.parts:
+            if _dynamic(p):
+                out.update({n: joint[n] for n in p.latent_names})
+            else:
+                context = {k: v for k, v in medians.items() if k not in p.latent_names}
+                out.update(p.latent_quantiles(q, _augment(batch, context), num_samples))
+        return out
+
+
+def _augment(batch: PreparedBatch, values: Mapping[str, torch.Tensor]) -> PreparedBatch:
+    """The prepared batch with latent values added (as conditioned sites)."""
+    if not values:
+        return batch
+    out = PreparedBatch(batch)
+    out.update(values)
+    return out
+
+
+def _dynamic(part: Guide) -> bool:
+    if isinstance(part, AutoGuideList):
+        return part.has_dynamic_support
+    registry = getattr(part, "registry", None)
+    return bool(getattr(registry, "has_dynamic", False))
 
 
 class AutoCallable(Guide):
@@ -159,8 +234,8 @@ class AutoCallable(Guide):
     latent site of the model (every latent site not in ``observed_names``), each with
     batch shape the site's (subsampled) batch shape and the site's event shape. Samples
     are drawn from them (``rsample`` where they have it), and ``log q`` is the sum of
-    their log-densities, scaled for subsampled plates like the model's. If ``guide_fn``
-    is an ``nn.Module`` its parameters are the guide's.
+    their log-densities (one term per site, which the objectives scale for subsampled
+    plates). If ``guide_fn`` is an ``nn.Module`` its parameters are the guide's.
 
     Parameters
     ----------
@@ -171,7 +246,7 @@ class AutoCallable(Guide):
     median : callable, optional
         ``batch -> {site: value}``; without it, :meth:`median` is estimated from draws.
     observed_names : sequence of str, optional
-        Latent sites the batch supplies, left out of the guide.
+        Latent sites the batch supplies (or other guides cover), left out of the guide.
 
     Raises
     ------
@@ -187,8 +262,7 @@ class AutoCallable(Guide):
         median: Callable[[Batch], Sites] | None = None,
         observed_names: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
-        object.__setattr__(self, "model", model)
+        super().__init__(model)
         if isinstance(guide_fn, nn.Module):
             self.guide_fn = guide_fn
         else:
@@ -196,8 +270,18 @@ class AutoCallable(Guide):
         self._median_fn = median
         skip = set(observed_names or ())
         self._names = [n for n in model.latent_names if n not in skip]
-        self._plates = {info.name: info.plates for info in model.latent_sites()}
         self.has_rsample = True
+
+    @classmethod
+    def wrap(cls, model: MonadicProgram, guide_fn: Callable[[Batch], Mapping[str, Distribution]]) -> AutoCallable:
+        """An ``AutoCallable`` covering the sites ``guide_fn`` returns for the empty batch
+        (all latent sites when that call fails)."""
+        try:
+            with torch.no_grad():
+                names = set(guide_fn(model.prepare({}, subsample=False)))
+        except Exception:  # noqa: BLE001 - a guide_fn that needs data: it covers every site
+            names = set(model.latent_names)
+        return cls(model, guide_fn, observed_names=[n for n in model.latent_names if n not in names])
 
     @property
     def latent_names(self) -> list[str]:
@@ -219,44 +303,42 @@ class AutoCallable(Guide):
                 )
         return dists
 
-    def _scale(self, name: str, batch: Mapping[str, Any]) -> float:
-        return subsample_scale(self._plates[name], batch)
-
-    def rsample_and_log_prob(
+    def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
-    ) -> tuple[Sites, torch.Tensor]:
-        batch = self.model.prepare(batch, subsample=False)
+    ) -> tuple[Sites, LogProbTerms]:
         ss = torch.Size(sample_shape)
         dists = self.site_posteriors(batch)
         self.has_rsample = all(d.has_rsample for d in dists.values())
-        values, total = {}, torch.zeros(ss)
+        values, terms = {}, {}
         for k, d in dists.items():
             v = d.rsample(ss) if d.has_rsample else d.sample(ss)
             values[k] = v
-            total = total + reduce_to_sample(d.log_prob(v), ss) * self._scale(k, batch)
-        return values, total
+            terms[(k,)] = reduce_to_sample(d.log_prob(v), ss)
+        return values, terms
 
     def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
-        return self.rsample_and_log_prob(batch, sample_shape)[0]
+        return self.rsample_and_log_prob_terms(batch, sample_shape)[0]
 
-    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        batch = self.model.prepare(batch, subsample=False)
-        total: torch.Tensor | float = 0.0
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
+        terms = {}
         for k, d in self.site_posteriors(batch).items():
             v = sites[k]
             ss = v.shape[: v.dim() - len(d.batch_shape) - len(d.event_shape)]
-            total = total + reduce_to_sample(d.log_prob(v), ss) * self._scale(k, batch)
-        return torch.as_tensor(total)
+            terms[(k,)] = reduce_to_sample(d.log_prob(v), ss)
+        return terms
+
+    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.as_tensor(sum(self.log_prob_terms(batch, sites).values()))
 
     @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """``median(batch)`` when given; otherwise the elementwise median of 1,000 draws."""
-        if self._median_fn is not None:
-            return dict(self._median_fn(batch))
-        return super().median(batch)
-
-    @torch.no_grad()
-    def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:
-        """Estimated from 1,000 draws."""
-        _check_quantiles(quantiles)
-        return super().quantiles(quantiles, batch)
+    def latent_median(self, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """``median(batch)`` when given (each value broadcast to the site's trace layout);
+        otherwise the elementwise median of ``num_samples`` draws."""
+        if self._median_fn is None:
+            return super().latent_median(batch, num_samples)
+        shapes = {k: d.batch_shape + d.event_shape for k, d in self.site_posteriors(batch).items()}
+        out = {}
+        for k, v in self._median_fn(batch).items():
+            v = torch.as_tensor(v)
+            out[k] = v.reshape((1,) * (len(shapes[k]) - v.dim()) + v.shape) if k in shapes else v
+        return out

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch.distributions import Distribution, Independent, Normal, Transform, TransformedDistribution
 
-from ..program import MonadicProgram
+from ..program import MonadicProgram, PreparedBatch
 from .auto import AutoGuide
-from .guide import Batch, Sites
+from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
 
 __all__ = ["AutoContinuous"]
@@ -70,11 +70,7 @@ class AutoContinuous(AutoGuide):
     # ------------------------------------------------------------------ to override
     def _init_loc(self) -> torch.Tensor:
         """Flat unconstrained initial location from ``init_loc_fn``, shape ``batch_shape + (latent_dim,)``."""
-        values = {
-            s.name: self.registry.unconstrain(s, self._init_value(s)).reshape(s.unconstrained_shape)
-            for s in self.registry
-        }
-        return self.registry.pack(values, batch_ndim=self.batch_ndim).detach().clone()
+        return self.registry.pack(self._init_unconstrained(), batch_ndim=self.batch_ndim).detach().clone()
 
     def get_base_dist(self) -> Distribution:
         """The base distribution: standard Normal, batch shape :attr:`batch_shape`,
@@ -83,7 +79,7 @@ class AutoContinuous(AutoGuide):
         zeros = torch.zeros(self.batch_shape + (self.latent_dim,), dtype=p.dtype, device=p.device)
         return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
-    def get_transform(self) -> Transform:
+    def get_transform(self, batch: Batch = None) -> Transform:
         """The transform from :meth:`get_base_dist` to the flat unconstrained posterior.
 
         Raises
@@ -97,43 +93,42 @@ class AutoContinuous(AutoGuide):
         """The posterior over the flat unconstrained vector: batch shape
         :attr:`batch_shape`, event shape ``(latent_dim,)``. The default pushes
         :meth:`get_base_dist` through :meth:`get_transform`."""
-        return TransformedDistribution(self.get_base_dist(), [self.get_transform()])
+        return TransformedDistribution(self.get_base_dist(), [self.get_transform(batch)])
 
     def _unconstrained_median(self) -> torch.Tensor | None:
         """Median of the flat posterior where it is known in closed form (``None``: sample)."""
         return None
 
-    @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """Posterior median per site: ``biject_to(support)`` of the flat posterior's median
-        where a subclass knows it (exact for elementwise increasing transforms), otherwise
-        the elementwise median of 1,000 draws.
+    def _unconstrained_sd(self, batch: PreparedBatch) -> torch.Tensor | None:
+        """Marginal standard deviations of a Gaussian flat posterior (``None``: not Gaussian)."""
+        return None
 
-        Returns
-        -------
-        dict
-            ``{site name: value}``, shape ``batch_shape + event_shape``.
-        """
-        u = self._unconstrained_median()
-        if u is None:
-            return super().median(batch)
-        return {k: v.detach().clone() for k, v in self._constrain(u, torch.Size())[0].items()}
+    def _unconstrained_quantiles(self, z: torch.Tensor, batch: PreparedBatch) -> dict[str, torch.Tensor] | None:
+        """Gaussian marginals ``loc + sd * z``; for other families only the median
+        (``z = 0``), when :meth:`_unconstrained_median` knows it."""
+        loc = self._unconstrained_median()
+        if loc is None:
+            return None
+        if bool((z == 0).all()):
+            flat = loc.expand((z.numel(),) + loc.shape)
+        else:
+            sd = self._unconstrained_sd(batch)
+            if sd is None:
+                return None
+            flat = loc + sd * z.reshape((-1,) + (1,) * loc.dim())
+        return self.registry.unpack(flat, self.batch_ndim)
 
     # ------------------------------------------------------------------ shared machinery
     def _block_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum a per-block log-density (``sample_shape + batch_shape``) over blocks."""
         return x.sum(tuple(range(-self.batch_ndim, 0))) if self.batch_ndim else x
 
-    def _constrain(self, u: torch.Tensor, ss: torch.Size) -> tuple[Sites, torch.Tensor]:
+    def _constrain(self, u: torch.Tensor, ss: torch.Size, batch: Batch = None) -> tuple[Sites, torch.Tensor]:
         """Unpack a flat draw and constrain each site: values and total ``log|det J|``."""
-        values: Sites = {}
-        ladj = torch.zeros(ss, dtype=u.dtype, device=u.device)
-        for name, us in self.registry.unpack(u, self.batch_ndim).items():
-            values[name], l_site = self.registry.constrain(self.registry[name], us, ss)
-            ladj = ladj + l_site
-        return values, ladj
+        values, log_det = self.registry.constrain(self.registry.unpack(u, self.batch_ndim), batch or {}, ss)
+        return values, sum(log_det.values())
 
-    def unconstrained(self, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def unconstrained(self, sites: Mapping[str, torch.Tensor], batch: Batch = None) -> torch.Tensor:
         """The flat unconstrained vector of constrained site values.
 
         Returns
@@ -141,19 +136,23 @@ class AutoContinuous(AutoGuide):
         torch.Tensor
             Shape ``sample_shape + batch_shape + (latent_dim,)``.
         """
+        return self._unconstrained_and_log_det(sites, batch)[0]
+
+    def _unconstrained_and_log_det(self, sites: Mapping[str, torch.Tensor],
+                                   batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.registry.names[0]
         x0, s0 = sites[first], self.registry[first]
         ss = x0.shape[: x0.dim() - len(s0.shape)]
-        u = {s.name: self.registry.unconstrain(s, sites[s.name]) for s in self.registry}
-        return self.registry.pack(u, ss, self.batch_ndim)
+        u, log_det = self.registry.unconstrain(sites, batch or {})
+        return self.registry.pack(u, ss, self.batch_ndim), sum(log_det.values())
 
-    def rsample_and_log_prob(
+    def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
-    ) -> tuple[Sites, torch.Tensor]:
+    ) -> tuple[Sites, LogProbTerms]:
         batch = self._prepare(batch)
         ss = torch.Size(sample_shape)
         try:
-            transform = self.get_transform()
+            transform = self.get_transform(batch)
         except NotImplementedError:
             q = self.get_posterior(batch)
             u = q.rsample(ss)
@@ -163,15 +162,10 @@ class AutoContinuous(AutoGuide):
             eps = base.rsample(ss)
             u = transform(eps)
             log_q = base.log_prob(eps) - transform.log_abs_det_jacobian(eps, u)
-        values, ladj = self._constrain(u, ss)
-        return values, self._block_sum(log_q) - ladj
+        values, log_det = self._constrain(u, ss, batch)
+        return values, {tuple(self.registry.names): self._block_sum(log_q) - log_det}
 
-    def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
-        return self.rsample_and_log_prob(batch, sample_shape)[0]
-
-    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
         batch = self._prepare(batch)
-        u = self.unconstrained(sites)
-        ss = u.shape[: u.dim() - 1 - self.batch_ndim]
-        _, ladj = self._constrain(u, ss)
-        return self._block_sum(self.get_posterior(batch).log_prob(u)) - ladj
+        u, log_det = self._unconstrained_and_log_det(sites, batch)
+        return {tuple(self.registry.names): self._block_sum(self.get_posterior(batch).log_prob(u)) - log_det}

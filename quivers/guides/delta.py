@@ -9,7 +9,7 @@ from torch import nn
 
 from ..program import MonadicProgram
 from .auto import AutoGuide
-from .guide import Batch, Sites, _check_quantiles
+from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
 
 __all__ = ["AutoDeltaGuide", "AutoDelta"]
@@ -41,40 +41,31 @@ class AutoDeltaGuide(AutoGuide):
         init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
         super().__init__(model, observed_names, init_loc_fn)
-        self.locs = nn.ParameterDict()
-        for site in self.registry:
-            u = self.registry.unconstrain(site, self._init_value(site)).reshape(site.unconstrained_shape)
-            self.locs[site.name] = nn.Parameter(u.detach().clone())
+        self.locs = nn.ParameterDict({name: nn.Parameter(u) for name, u in self._init_unconstrained().items()})
 
-    def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
-        return self.rsample_and_log_prob(batch, sample_shape)[0]
-
-    def rsample_and_log_prob(
+    def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
-    ) -> tuple[Sites, torch.Tensor]:
+    ) -> tuple[Sites, LogProbTerms]:
+        """The points (broadcast over ``sample_shape``); a point mass adds no log-density term."""
         batch = self._prepare(batch)
         ss = torch.Size(sample_shape)
-        values = {}
-        for s in self.registry:
-            x = s.transform(self._params_for(s, self.locs[s.name], batch))
-            values[s.name] = x.expand(ss + x.shape)
-        return values, torch.zeros(ss)
+        u = {s.name: self._params_for(s, self.locs[s.name], batch) for s in self.registry}
+        values, _ = self.registry.constrain(u, batch, torch.Size())
+        return {k: v.expand(ss + v.shape) for k, v in values.items()}, {}
 
-    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        first = sites[self.registry.names[0]]
-        site = self.registry[self.registry.names[0]]
-        return torch.zeros(first.shape[: first.dim() - len(site.shape)], dtype=first.dtype)
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
+        """No terms: ``log q = 0`` at the point."""
+        return {}
 
     @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """The point estimate per site, shape ``batch_shape + event_shape``."""
+    def latent_median(self, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """The point estimate per site (exact, also for supports that move with other sites)."""
         return {k: v.detach().clone() for k, v in self.rsample(batch).items()}
 
     @torch.no_grad()
-    def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:
-        """Every quantile of a point mass is the point: shape ``(len(quantiles),) + shape``."""
-        q = _check_quantiles(quantiles)
-        return {k: v.expand((q.numel(),) + v.shape) for k, v in self.median(batch).items()}
+    def latent_quantiles(self, q: torch.Tensor, batch: Batch = None, num_samples: int = 1000) -> Sites:
+        """Every quantile of a point mass is the point."""
+        return {k: v.expand((q.numel(),) + v.shape) for k, v in self.latent_median(batch).items()}
 
 
 AutoDelta = AutoDeltaGuide

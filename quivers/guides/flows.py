@@ -25,6 +25,7 @@ from ..errors import GuideError
 from ..program import MonadicProgram
 from .bnaf import BlockNAF, BlockNAFTransform
 from .continuous import AutoContinuous
+from .guide import Batch
 from .initialization import InitFn, init_to_median
 from .transforms import inv_softplus
 
@@ -65,7 +66,7 @@ class _AutoFlow(AutoContinuous):
         self.loc.copy_(loc)
         self.scale_raw.copy_(inv_softplus(cov.diagonal(dim1=-2, dim2=-1).sqrt()))
 
-    def get_transform(self) -> Transform:
+    def get_transform(self, batch: Batch = None) -> Transform:
         """``eps -> loc + scale * f(eps)`` (event dim 1)."""
         affine = AffineTransform(self.loc, F.softplus(self.scale_raw), event_dim=1)
         return ComposeTransform([*self._flow(), affine])

@@ -24,9 +24,9 @@ from torch.distributions import (
 )
 
 from ..errors import GuideError
-from ..program import MonadicProgram
+from ..program import MonadicProgram, PreparedBatch
 from .continuous import AutoContinuous
-from .guide import Batch, Sites, _check_quantiles
+from .guide import Batch
 from .initialization import InitFn, init_to_median
 from .transforms import LowerCholeskyAffine, inv_softplus
 
@@ -75,21 +75,9 @@ class _AutoGaussian(AutoContinuous):
     def _set_covariance(self, cov: torch.Tensor) -> None:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:
-        """Marginal quantiles ``biject_to(support)(loc + sd * Phi^-1(q))``, with ``sd`` the
-        marginal standard deviations of :meth:`get_posterior` (exact for elementwise
-        increasing transforms).
-
-        Returns
-        -------
-        dict
-            ``{site name: tensor}``, shape ``(len(quantiles),) + batch_shape + event_shape``.
-        """
-        q = _check_quantiles(quantiles).to(self.loc)
-        sd = self.get_posterior(batch).stddev
-        z = torch.special.ndtri(q).reshape((-1,) + (1,) * self.loc.dim())
-        return {k: v.detach() for k, v in self._constrain(self.loc + sd * z, torch.Size((q.numel(),)))[0].items()}
+    def _unconstrained_sd(self, batch: PreparedBatch) -> torch.Tensor:
+        """The marginal standard deviations of :meth:`get_posterior`."""
+        return self.get_posterior(batch).stddev
 
 
 class AutoDiagonalNormal(_AutoGaussian):
@@ -128,7 +116,7 @@ class AutoDiagonalNormal(_AutoGaussian):
         """The marginal variances (the diagonal family drops correlations)."""
         self.scale_raw.copy_(inv_softplus(cov.diagonal(dim1=-2, dim2=-1).sqrt()))
 
-    def get_transform(self) -> Transform:
+    def get_transform(self, batch: Batch = None) -> Transform:
         """``u = loc + scale * eps``."""
         return AffineTransform(self.loc, self.scale, event_dim=1)
 
@@ -205,7 +193,7 @@ class AutoMultivariateNormal(_AutoGaussian):
         """Exact: ``scale_tril = cholesky(cov)``."""
         self.set_scale_tril(torch.linalg.cholesky(cov))
 
-    def get_transform(self) -> Transform:
+    def get_transform(self, batch: Batch = None) -> Transform:
         """``u = loc + scale_tril @ eps``."""
         return LowerCholeskyAffine(self.loc, self.scale_tril)
 

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from ..errors import GuideError
 from .registry import LatentRegistry, LatentSite
 
 __all__ = [
     "InitFn", "init_to_median", "init_to_mean", "init_to_feasible", "init_to_uniform",
-    "init_to_value", "init_to_sample",
+    "init_to_value", "init_to_sample", "init_to_generated", "check_init_fn", "resolve_init_fn",
 ]
 
 InitFn = Callable[[LatentSite], torch.Tensor]
@@ -103,8 +104,8 @@ def init_to_value(
     Raises
     ------
     GuideError
-        When a value has the wrong shape or lies outside the support (raised while the
-        guide is built).
+        When a name is not a latent site of the model, or a value has the wrong shape or
+        lies outside the support (raised while the guide is built).
     """
     if site is None:
         return functools.partial(init_to_value, values=values, fallback=fallback)
@@ -112,3 +113,53 @@ def init_to_value(
     if site.name in values:
         return LatentRegistry.check_value(site, values[site.name], "init_to_value")
     return (fallback or init_to_uniform)(site)
+
+
+def _uniform() -> InitFn:
+    return init_to_uniform
+
+
+def init_to_generated(
+    site: LatentSite | None = None, generate: Callable[[], InitFn] = _uniform,
+) -> torch.Tensor | InitFn:
+    """Initialise with a strategy that ``generate()`` returns afresh for each guide
+    construction (Pyro's ``init_to_generated``): every guide built with it calls
+    ``generate`` once and initialises all its sites with the result, so successive
+    guides (restarts, an ensemble) can start from different, coherent points.
+
+    Parameters
+    ----------
+    generate : callable
+        ``generate() -> init strategy`` (for instance ``lambda: init_to_value(values=...)``).
+    """
+    if site is None:
+        return functools.partial(init_to_generated, generate=generate)
+    return generate()(site)
+
+
+def resolve_init_fn(init_fn: InitFn) -> InitFn:
+    """The strategy a guide construction uses: ``init_to_generated``'s ``generate()``
+    called once, any other strategy as it is."""
+    if getattr(init_fn, "func", None) is init_to_generated:
+        return init_fn.keywords.get("generate", _uniform)()
+    return init_fn
+
+
+def check_init_fn(init_fn: InitFn, model) -> None:  # noqa: ANN001 - a MonadicProgram
+    """Raise before anything is built if ``init_to_value`` (also as another strategy's
+    fallback) names a site that is not a latent site of ``model``.
+
+    Raises
+    ------
+    GuideError
+        Naming the unknown sites and the model's latent sites.
+    """
+    while getattr(init_fn, "func", None) is init_to_value:
+        values = init_fn.keywords.get("values") or {}
+        unknown = [k for k in values if k not in model.latent_names]
+        if unknown:
+            raise GuideError(
+                f"init_to_value: {unknown} are not latent sites of {type(model).__name__} "
+                f"(its latent sites: {model.latent_names})"
+            )
+        init_fn = init_fn.keywords.get("fallback")

@@ -11,10 +11,10 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 
 from ..errors import GuideError
-from ..program import MonadicProgram
+from ..program import MonadicProgram, PreparedBatch
 from ..shapes import reduce_to_sample
 from .auto import AutoGuide
-from .guide import Batch, Sites, _check_quantiles
+from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
 from .registry import LatentSite
 from .transforms import inv_softplus
@@ -67,10 +67,9 @@ class AutoNormalGuide(AutoGuide):
         self.locs = nn.ParameterDict()
         self.scales_raw = nn.ParameterDict()
         raw = float(inv_softplus(self.init_scale))
-        for site in self.registry:
-            u = self.registry.unconstrain(site, self._init_value(site)).reshape(site.unconstrained_shape)
-            self.locs[site.name] = nn.Parameter(u.detach().clone())
-            self.scales_raw[site.name] = nn.Parameter(torch.full(site.unconstrained_shape, raw))
+        for name, u in self._init_unconstrained().items():
+            self.locs[name] = nn.Parameter(u)
+            self.scales_raw[name] = nn.Parameter(torch.full_like(u, raw))
 
     @torch.no_grad()
     def _set_moments(self, loc: torch.Tensor, cov: torch.Tensor) -> None:
@@ -87,84 +86,49 @@ class AutoNormalGuide(AutoGuide):
         scale = F.softplus(self._params_for(site, self.scales_raw[site.name], batch))
         return loc, scale
 
-    def _site_log_prob(
-        self, site: LatentSite, eps: torch.Tensor, scale: torch.Tensor, ladj: torch.Tensor, ss: torch.Size,
-    ) -> torch.Tensor:
-        lq = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss) - ladj
-        return lq
-
-    def rsample_and_log_prob(
+    def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
-    ) -> tuple[Sites, torch.Tensor]:
+    ) -> tuple[Sites, LogProbTerms]:
         batch = self._prepare(batch)
         ss = torch.Size(sample_shape)
-        values: Sites = {}
-        total = torch.zeros(ss)
+        u: Sites = {}
+        log_q: Sites = {}
         for site in self.registry:
             loc, scale = self._loc_scale(site, batch)
             eps = torch.randn(ss + loc.shape, dtype=loc.dtype, device=loc.device)
-            u = loc + scale * eps
-            x, ladj = self.registry.constrain(site, u, ss)
-            values[site.name] = x
-            total = total + self._site_log_prob(site, eps, scale, ladj, ss) * self.registry.scale(site, batch)
-        return values, total
+            u[site.name] = loc + scale * eps
+            log_q[site.name] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss)
+        values, log_det = self.registry.constrain(u, batch, ss)
+        return values, {(n,): log_q[n] - log_det[n] for n in values}
 
-    def rsample(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
-        return self.rsample_and_log_prob(batch, sample_shape)[0]
-
-    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
         batch = self._prepare(batch)
-        total: torch.Tensor | float = 0.0
+        u, log_det = self.registry.unconstrain(sites, batch)
+        terms: LogProbTerms = {}
         for site in self.registry:
             loc, scale = self._loc_scale(site, batch)
-            x = sites[site.name]
-            u = self.registry.unconstrain(site, x)
-            ss = u.shape[: u.dim() - loc.dim()]
-            eps = (u - loc) / scale
-            ladj = reduce_to_sample(site.transform.log_abs_det_jacobian(u, x), ss)
-            total = total + self._site_log_prob(site, eps, scale, ladj, ss) * self.registry.scale(site, batch)
-        return torch.as_tensor(total)
+            us = u[site.name]
+            ss = us.shape[: us.dim() - loc.dim()]
+            eps = (us - loc) / scale
+            terms[(site.name,)] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss) \
+                - log_det[site.name]
+        return terms
 
-    @torch.no_grad()
-    def median(self, batch: Batch = None) -> Sites:
-        """Posterior median: ``biject_to(support)(loc)`` (exact for elementwise monotone
-        transforms; the transformed unconstrained median otherwise).
-
-        Returns
-        -------
-        dict
-            ``{site name: value}``, shape ``batch_shape + event_shape``.
-        """
-        batch = self._prepare(batch)
-        return {s.name: s.transform(self._loc_scale(s, batch)[0]).detach().clone() for s in self.registry}
-
-    @torch.no_grad()
-    def quantiles(self, quantiles: Sequence[float] | torch.Tensor, batch: Batch = None) -> Sites:
-        """Marginal quantiles ``biject_to(support)(loc + scale * Phi^-1(q))``.
-
-        Exact for sites whose transform is elementwise and increasing (real, positive,
-        interval supports); for other supports (simplex, Cholesky factors) these are the
-        transformed unconstrained quantiles.
-
-        Returns
-        -------
-        dict
-            ``{site name: tensor}``, shape ``(len(quantiles),) + batch_shape + event_shape``.
-        """
-        q = _check_quantiles(quantiles)
-        z = torch.special.ndtri(q)
-        batch = self._prepare(batch)
+    def _unconstrained_quantiles(self, z: torch.Tensor, batch: PreparedBatch) -> dict[str, torch.Tensor]:
+        """``loc + scale * z`` per site (the Normal's quantiles)."""
         out = {}
-        for s in self.registry:
-            loc, scale = self._loc_scale(s, batch)
-            u = loc + scale * z.reshape((-1,) + (1,) * loc.dim())
-            out[s.name] = s.transform(u).detach()
+        for site in self.registry:
+            loc, scale = self._loc_scale(site, batch)
+            out[site.name] = loc + scale * z.reshape((-1,) + (1,) * loc.dim())
         return out
 
-    def site_posteriors(self, batch: Batch = None) -> dict[str, Distribution]:
+    def site_posteriors(self, batch: Batch = None) -> dict[str, Distribution] | None:
         """Per-site ``q``: a real ``Normal`` (``Independent`` over event dims) at sites with
         real support, so analytic KLs apply; elsewhere the Normal pushed through the
-        site's ``biject_to`` transform."""
+        site's ``biject_to`` transform. ``None`` when a support depends on other sites
+        (the transform then depends on their draws)."""
+        if self.registry.has_dynamic:
+            return None
         batch = self._prepare(batch)
         out: dict[str, Distribution] = {}
         for s in self.registry:

@@ -3,91 +3,31 @@
 For each latent site of a program: its shape, support, ``biject_to`` transform, the shape
 and size of its unconstrained value, its slice of one flat unconstrained vector, and the
 plate dimensions along which subsample indices select a slice. Shape and constraint logic
-lives here, once, so guides only parameterise distributions.
+lives here, once, so guides only parameterise distributions over unconstrained values.
+
+Supports that move with other sites (``Uniform(0, a)``, Stan's parameter-dependent
+``<lower=..., upper=...>``) are *dynamic*: :meth:`LatentRegistry.constrain` evaluates such a
+site's distribution at the current upstream values, in model order, and maps through
+that support's ``biject_to`` with its ``log|det J|`` (NumPyro's ``constrain_fn`` does the
+same); static supports use the transform built once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 
 import torch
-from torch.distributions import Distribution, Transform, biject_to, constraints
+from torch.distributions import Transform, biject_to
 
 from ..errors import GuideError
-from ..program import LatentSiteInfo, MonadicProgram, Plate
-from ..program.program import subsample_scale
+from ..program import Evaluator, LatentSiteInfo, MissingValue, MonadicProgram
+from ..program.steps import Latent, Observed, Param
 from ..shapes import fmt_shape, reduce_to_sample
+from .site import LatentSite, has_tensor_parameters
 
 __all__ = ["LatentSite", "LatentRegistry"]
-
-
-@dataclass
-class LatentSite:
-    """One latent site as guides see it.
-
-    Attributes
-    ----------
-    name : str
-        Site name.
-    batch_shape, event_shape : torch.Size
-        Full (not subsampled) constrained shapes.
-    support : Constraint
-        The prior's support.
-    transform : Transform
-        ``biject_to(support)``: unconstrained -> constrained.
-    unconstrained_shape : torch.Size
-        ``transform.inverse_shape(batch_shape + event_shape)``.
-    plates : tuple of Plate
-        Plates the site sits in.
-    plate_dims : dict of str to int
-        For each plate, the (negative) dimension of the *unconstrained* value it owns.
-    offset : int
-        Start of the site's slice in the flat unconstrained vector.
-    prior : Distribution
-        The prior at guide construction (for init strategies); not saved.
-    """
-
-    name: str
-    batch_shape: torch.Size
-    event_shape: torch.Size
-    support: object
-    transform: Transform
-    unconstrained_shape: torch.Size
-    plates: tuple[Plate, ...]
-    plate_dims: dict[str, int]
-    offset: int
-    prior: Distribution
-
-    @property
-    def shape(self) -> torch.Size:
-        """Constrained shape ``batch_shape + event_shape``."""
-        return self.batch_shape + self.event_shape
-
-    @property
-    def numel(self) -> int:
-        """Number of unconstrained coordinates."""
-        return self.unconstrained_shape.numel()
-
-    @property
-    def unconstrained_event_ndim(self) -> int:
-        """Event rank of the unconstrained value."""
-        return len(self.unconstrained_shape) - len(self.batch_shape)
-
-    @property
-    def is_real(self) -> bool:
-        """Whether the support is the real line (or ``independent(real, n)``): the
-        unconstrained and constrained values coincide."""
-        c = self.support
-        while isinstance(c, constraints.independent):
-            c = c.base_constraint
-        return c is constraints.real
-
-    @property
-    def is_local(self) -> bool:
-        """Whether the site sits in a plate that can be subsampled."""
-        return any(p.subsample_size is not None for p in self.plates)
 
 
 class LatentRegistry:
@@ -113,44 +53,51 @@ class LatentRegistry:
         unknown = [n for n in exclude if n not in known]
         if unknown:
             raise GuideError(f"observed_names: {unknown} are not sites of {type(model).__name__}")
+        self.model = model
+        self._all: OrderedDict[str, LatentSite] = OrderedDict()
         self._sites: OrderedDict[str, LatentSite] = OrderedDict()
         offset = 0
-        nb = model.batch_ndim
         for info in model.latent_sites():
-            if info.name in exclude:
-                continue
-            site = self._make_site(model, info, nb, offset)
-            self._sites[info.name] = site
-            offset += site.numel
+            included = info.name not in exclude
+            site = self._make_site(model, info, offset, strict=included)
+            self._all[info.name] = site
+            if included:
+                self._sites[info.name] = site
+                offset += site.numel
         if not self._sites:
             raise GuideError(
                 f"{type(model).__name__} has no latent sites to guide (observed_names={list(exclude)}); "
                 "a guide needs at least one Latent step"
             )
         self.size = offset
+        self.has_dynamic = any(s.dynamic for s in self._sites.values())
 
     @staticmethod
-    def _make_site(model: MonadicProgram, info: LatentSiteInfo, nb: int, offset: int) -> LatentSite:
+    def _make_site(model: MonadicProgram, info: LatentSiteInfo, offset: int, strict: bool) -> LatentSite:
+        upstream = [a for a in model.ancestors(info.name) if isinstance(model._steps[a], (Latent, Param, Observed))]
+        dynamic = bool(upstream) and has_tensor_parameters(info.support)
+        t, ushape = None, info.shape
         if info.is_discrete:
-            raise GuideError(
-                f"latent site {info.name!r} has discrete support {info.support}; automatic guides "
-                "cover continuous sites (write a Guide subclass that samples it, or marginalise it "
-                "out of the model)"
-            )
-        try:
-            t = biject_to(info.support)
-        except NotImplementedError as e:
-            raise GuideError(
-                f"latent site {info.name!r}: support {info.support} has no biject_to transform; "
-                "reparameterise the site (for example a Cholesky factor instead of a covariance)"
-            ) from e
-        ushape = torch.Size(t.inverse_shape(info.shape))
+            if strict:
+                raise GuideError(
+                    f"latent site {info.name!r} has discrete support {info.support}; automatic guides cover "
+                    "continuous sites (write a Guide subclass that samples it, or marginalise it out of the model)"
+                )
+        else:
+            try:
+                t = biject_to(info.support)
+            except NotImplementedError as e:
+                if strict:
+                    raise GuideError(
+                        f"latent site {info.name!r}: support {info.support} has no biject_to transform; "
+                        "reparameterise the site (for example a Cholesky factor instead of a covariance)"
+                    ) from e
+            else:
+                ushape = torch.Size(t.inverse_shape(info.shape))
         uevent = len(ushape) - len(info.batch_shape)
         dims = {p.name: model.plate_dim(p.name) - uevent for p in info.plates}
-        return LatentSite(
-            info.name, info.batch_shape, info.event_shape, info.support, t, ushape,
-            info.plates, dims, offset, info.prior,
-        )
+        return LatentSite(info.name, info.batch_shape, info.event_shape, info.support, t, ushape,
+                          info.plates, dims, offset, info.prior, dynamic)
 
     # ---------------------------------------------------------------- mapping API
     def __getitem__(self, name: str) -> LatentSite:
@@ -185,11 +132,6 @@ class LatentRegistry:
                 x = x.index_select(site.plate_dims[p.name], idx.to(x.device))
         return x
 
-    @staticmethod
-    def scale(site: LatentSite, batch: Mapping[str, torch.Tensor]) -> float:
-        """``prod(size / len(indices))`` over the site's plates that the batch subsamples."""
-        return subsample_scale(site.plates, batch)
-
     def require_global(self, guide_name: str) -> None:
         """Raise for guides that flatten every latent into one vector when a site is local.
 
@@ -202,28 +144,138 @@ class LatentRegistry:
         if local:
             raise GuideError(
                 f"{guide_name} flattens all latents into one vector and cannot follow subsampled "
-                f"local latent sites {local}; use AutoNormalGuide (or AutoGuideList) for them"
+                f"local latent variables {local}; use AutoNormalGuide (or AutoGuideList) for them"
             )
 
     # ---------------------------------------------------------------- transforms
     def constrain(
-        self, site: LatentSite, u: torch.Tensor, sample_shape: torch.Size,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map an unconstrained value to the support.
+        self, u: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], sample_shape: torch.Size,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Map unconstrained values to the supports, site by site in model order.
+
+        Parameters
+        ----------
+        u : mapping of str to tensor
+            Unconstrained values, shape ``sample_shape + unconstrained_shape`` (subsampled).
+        batch : mapping
+            The prepared batch (plate indices; values of latent sites this guide does not
+            cover, for dynamic supports).
+        sample_shape : torch.Size
+            Leading particle shape.
 
         Returns
         -------
-        x : torch.Tensor
-            Constrained value, shape ``sample_shape + batch_shape + event_shape``.
-        log_det : torch.Tensor
-            ``log|det J|`` of the transform at ``u``, summed to shape ``sample_shape``.
-        """
-        x = site.transform(u)
-        return x, reduce_to_sample(site.transform.log_abs_det_jacobian(u, x), sample_shape)
+        values : dict
+            Constrained values, shape ``sample_shape + batch_shape + event_shape``.
+        log_det : dict
+            ``log|det J|`` of each site's transform at its value, summed to ``sample_shape``.
 
-    def unconstrain(self, site: LatentSite, x: torch.Tensor) -> torch.Tensor:
-        """Map a constrained value to unconstrained space (``transform.inv``)."""
-        return site.transform.inv(x)
+        Raises
+        ------
+        GuideError
+            If a dynamic support needs a site that is neither covered here nor in the batch.
+        """
+        values: dict[str, torch.Tensor] = {}
+        log_det: dict[str, torch.Tensor] = {}
+        ev = None
+        for site in self._sites.values():
+            us = u[site.name]
+            if site.dynamic:
+                ev = ev or Evaluator(self.model, batch, values)
+                t = self._transform_at(site, ev)
+            else:
+                t = site.transform
+            x = t(us)
+            values[site.name] = x
+            log_det[site.name] = reduce_to_sample(t.log_abs_det_jacobian(us, x), sample_shape)
+            if ev is not None:
+                ev.set(site.name, x)
+        return values, log_det
+
+    def unconstrain(
+        self, x: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Map constrained values (trace layout, any leading sample shape) back to
+        unconstrained space.
+
+        Returns
+        -------
+        u : dict
+            Unconstrained values, shape ``sample_shape + unconstrained_shape``.
+        log_det : dict
+            ``log|det J|`` of each site's forward transform at ``u``, summed to the
+            site's ``sample_shape``.
+
+        Raises
+        ------
+        GuideError
+            As :meth:`constrain`.
+        """
+        u: dict[str, torch.Tensor] = {}
+        log_det: dict[str, torch.Tensor] = {}
+        ev = Evaluator(self.model, batch, x) if self.has_dynamic else None
+        for site in self._sites.values():
+            xs = x[site.name]
+            t = self._transform_at(site, ev) if site.dynamic else site.transform
+            us = t.inv(xs)
+            u[site.name] = us
+            ss = xs.shape[: xs.dim() - len(site.shape)]
+            log_det[site.name] = reduce_to_sample(t.log_abs_det_jacobian(us, xs), ss)
+        return u, log_det
+
+    def _transform_at(self, site: LatentSite, ev: Evaluator) -> Transform:
+        """``biject_to`` of a dynamic site's support at the evaluator's upstream values."""
+        try:
+            d = ev.distribution(site.name)
+        except MissingValue as e:
+            raise GuideError(
+                f"latent site {site.name!r} has a support that depends on {e.name!r}, which this guide does not "
+                f"cover and the batch does not hold; guide both with one guide, or pass {e.name!r}'s value in "
+                "the batch (AutoGuideList passes earlier parts' values to later parts: append parts in model order)"
+            ) from None
+        return biject_to(d.support)
+
+    # ---------------------------------------------------------------- initial values
+    def initial_values(self, init_fn: Callable[[LatentSite], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Constrained initial values of every latent site of the model, in model order.
+
+        Each site's prior (and, for a dynamic site, its support and transform) is
+        evaluated at the initial values of the sites it depends on, as NumPyro's and
+        Pyro's init strategies see it, so every initial value lies in its support.
+
+        Parameters
+        ----------
+        init_fn : callable
+            ``init_fn(site) -> value`` (see :mod:`quivers.guides.initialization`).
+
+        Returns
+        -------
+        dict
+            ``{name: value}`` (trace layout, full size) for every latent site, including
+            those this registry leaves out (other parts' initial values for this guide's
+            dynamic supports).
+
+        Raises
+        ------
+        GuideError
+            If a value has the wrong shape or lies outside its support.
+        """
+        ev = Evaluator(self.model, {})
+        out: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for site in self._all.values():
+                view = site
+                if self.model.ancestors(site.name):  # the prior at the upstream initial values
+                    prior = ev.distribution(site.name).expand(site.batch_shape)
+                    t = biject_to(prior.support) if site.dynamic else site.transform
+                    view = replace(site, prior=prior, support=prior.support, transform=t)
+                if site.transform is None:  # a discrete site another guide covers
+                    value = view.prior.sample()
+                else:
+                    value = self.check_value(view, init_fn(view), "initial value")
+                out[site.name] = value
+                ev.set(site.name, value)
+        return out
 
     # ---------------------------------------------------------------- flat packing
     def block_shape(self, batch_ndim: int = 0) -> torch.Size:

@@ -12,7 +12,7 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from ..errors import GuideError
 from ..program import MonadicProgram
 from .continuous import AutoContinuous
-from .guide import Batch, Sites
+from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
 from .registry import LatentSite
 from .transforms import inv_softplus
@@ -201,8 +201,8 @@ class AutoStructured(AutoContinuous):
                     raise GuideError(
                         f"AutoStructured: dependency of {down!r} on {up!r} must be 'linear' or a callable, got {dep!r}")
             if ups:
-                out[down] = dict(ups)
-        return out
+                out[down] = dict(sorted(ups.items(), key=lambda kv: order[kv[0]]))
+        return dict(sorted(out.items(), key=lambda kv: order[kv[0]]))
 
     @staticmethod
     def _check_custom(site: LatentSite, module: nn.Module) -> None:
@@ -230,10 +230,10 @@ class AutoStructured(AutoContinuous):
         """Not defined for this guide (see Notes)."""
         raise NotImplementedError("AutoStructured has no single get_posterior; use rsample / sample_posterior")
 
-    def rsample_and_log_prob(
+    def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
-    ) -> tuple[Sites, torch.Tensor]:
-        self._prepare(batch)
+    ) -> tuple[Sites, LogProbTerms]:
+        batch = self._prepare(batch)
         ss = torch.Size(sample_shape)
         parts: dict[str, torch.Tensor] = {}
         log_q = 0.0
@@ -246,20 +246,19 @@ class AutoStructured(AutoContinuous):
                 v = c.rsample(ss)
                 log_q = log_q + c.log_prob(v)
             parts[s.name] = v + self._shift(s.name, parts)
-        values, ladj = self._constrain(torch.cat(list(parts.values()), -1), ss)
-        return values, log_q - ladj
+        values, log_det = self._constrain(torch.cat(list(parts.values()), -1), ss, batch)
+        return values, {tuple(self.registry.names): log_q - log_det}
 
-    def log_prob(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        self._prepare(batch)
-        u = self.unconstrained(sites)
-        ss = u.shape[:-1]
+    def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
+        batch = self._prepare(batch)
+        u, log_det = self._unconstrained_and_log_det(sites, batch)
         parts = {s.name: u[..., s.offset: s.offset + s.numel] for s in self.registry}
         log_q = 0.0
         for s in self.registry:
             c = self.conditionals[s.name]()
             if c is not None:
                 log_q = log_q + c.log_prob(parts[s.name] - self._shift(s.name, parts))
-        return log_q - self._constrain(u, ss)[1]
+        return {tuple(self.registry.names): log_q - log_det}
 
     def _unconstrained_median(self) -> torch.Tensor | None:
         """Exact for built-in conditionals and linear dependencies (jointly Gaussian)."""

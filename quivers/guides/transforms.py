@@ -5,13 +5,31 @@ from __future__ import annotations
 import torch
 from torch.distributions import Transform, constraints
 
-__all__ = ["LowerCholeskyAffine", "inv_softplus"]
+__all__ = ["LowerCholeskyAffine", "inv_softplus", "is_increasing"]
 
 
 def inv_softplus(y: torch.Tensor | float) -> torch.Tensor:
     """Inverse of ``softplus`` for positive ``y``: ``y + log(-expm1(-y))``."""
     y = torch.as_tensor(y, dtype=torch.get_default_dtype()) if not isinstance(y, torch.Tensor) else y
     return y + torch.log(-torch.expm1(-y))
+
+
+def is_increasing(t: Transform | None) -> bool:
+    """Whether ``t`` acts elementwise and is increasing in every coordinate, so that it
+    maps marginal quantiles to marginal quantiles (``biject_to`` of real, positive,
+    ``greater_than``, interval and unit-interval supports; not ``less_than``'s decreasing
+    map, nor stick-breaking or Cholesky transforms, which mix coordinates)."""
+    from torch.distributions import transforms as T
+
+    if isinstance(t, T.ComposeTransform):
+        return all(is_increasing(p) for p in t.parts)
+    if isinstance(t, T.IndependentTransform):
+        return is_increasing(t.base_transform)
+    if isinstance(t, (T.ExpTransform, T.SigmoidTransform, T.SoftplusTransform, T.TanhTransform)):
+        return True
+    if isinstance(t, T.AffineTransform):
+        return bool((torch.as_tensor(t.scale) > 0).all())
+    return False
 
 
 class LowerCholeskyAffine(Transform):

@@ -100,8 +100,10 @@ def laplace_warm_start(
     lap = AutoLaplaceApproximation(guide.model, guide.observed_names, init_loc_fn=guide.init_loc_fn)
     lap.to(dtype=ref.dtype, device=ref.device)
     dtype = ref.dtype
+    prepared = guide.model.prepare(batch, subsample=False)
     with torch.no_grad():
-        lap.loc.copy_(lap.unconstrained({k: v.to(dtype) for k, v in guide.median(batch).items()}))
+        start = {k: v.to(dtype) for k, v in guide.latent_median(prepared).items()}
+        lap.loc.copy_(lap.unconstrained(start, prepared))
     value = lap.fit_map(batch, max_iter=max_iter)
     best = lap.loc.detach().clone()
     gen = torch.Generator(device="cpu").manual_seed(int(seed))

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
-from ..guides.guide import Guide
-from ..program import MonadicProgram
+from ..errors import GuideError
+from ..guides.guide import Guide, LogProbTerms
+from ..program import MonadicProgram, Trace
 from ..shapes import reduce_to_sample
 from ..spec import Recordable
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO"]
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "scaled_log_q"]
 
 
 class ELBO(Recordable, nn.Module):
@@ -78,6 +79,9 @@ class Trace_ELBO(ELBO):
 
     For guides whose samples are reparameterised (``guide.has_rsample``), the gradient
     is that of ``log p(x, z) - log q(z)`` at ``z = g(eps, phi)`` (Kingma & Welling 2014).
+    Under subsampling each term of ``log q`` is scaled by its sites' ``size / batch rows``
+    in the model's trace (:func:`scaled_log_q`), as the model's terms are: a guide's
+    ``log_prob`` is the plain density of the minibatch's local latents.
     For guides that set ``has_rsample = False`` the samples are detached and the
     score-function term ``log q(z) * stop_grad(log p - log q)`` is added (Williams 1992;
     Ranganath et al. 2014, "Black Box Variational Inference").
@@ -90,15 +94,41 @@ class Trace_ELBO(ELBO):
 
     def _particles(self, model: MonadicProgram, guide: Guide, batch: Mapping[str, Any], ss: torch.Size) -> torch.Tensor:
         if guide.has_rsample:
-            z, log_q = guide.rsample_and_log_prob(batch, ss)
+            z, terms = guide.rsample_and_log_prob_terms(batch, ss)
         else:
             z = {k: v.detach() for k, v in guide.rsample(batch, ss).items()}
-            log_q = guide.log_prob(batch, z)
-        elbo = model.trace(batch, z, ss).log_joint() - log_q
+            terms = guide.log_prob_terms(batch, z)
+        tr = model.trace(batch, z, ss)
+        log_q = scaled_log_q(tr, terms, guide)
+        elbo = tr.log_joint() - log_q
         if not guide.has_rsample:
             surrogate = elbo + log_q * elbo.detach()
             elbo = elbo.detach() + (surrogate - surrogate.detach())
         return elbo
+
+
+def scaled_log_q(tr: Trace, terms: LogProbTerms, guide: Guide) -> torch.Tensor | float:
+    """The guide's log-density with each term scaled by its sites' subsample scale in the
+    model's trace (``size / batch rows`` per subsampled plate), as the model's own terms are.
+
+    Raises
+    ------
+    GuideError
+        If one term covers sites whose scales differ (the guide must split it, see
+        :meth:`~quivers.guides.Guide.log_prob_terms`).
+    """
+    total: torch.Tensor | float = 0.0
+    for names, lq in terms.items():
+        scales = {tr[n].scale for n in names if n in tr}
+        if len(scales) > 1:
+            raise GuideError(
+                f"{type(guide).__name__}.log_prob_terms gives one term for sites {list(names)}, whose subsample "
+                f"scales differ in this batch ({sorted(scales)}); return one term per group of sites that share "
+                "their plates (override log_prob_terms), so each can be scaled like the model's"
+            )
+        scale = scales.pop() if scales else 1.0
+        total = total + (lq * scale if scale != 1.0 else lq)
+    return total
 
 
 class TraceMeanField_ELBO(Trace_ELBO):

@@ -89,8 +89,11 @@ class SVI:
             optim.add_param_group({"params": missing})
         self.compile = bool(compile)
         self._objective = CompiledObjective(self.loss, model, guide) if compile else None
+        # eager: look optim.step up at each call, so wrappers added later (an lr scheduler's
+        # step counter) see it
         self._optim_step = (
-            compile_fallback(optim.step, f"the {type(optim).__name__} step", fullgraph=False) if compile else optim.step
+            compile_fallback(optim.step, f"the {type(optim).__name__} step", fullgraph=False) if compile
+            else lambda: self.optim.step()
         )
 
     def step(self, batch: Mapping[str, Any] | None = None) -> float:

@@ -70,8 +70,7 @@ class QuiversCLI(LightningCLI):
         outputs = self.trainer.predict_loop.predictions
         if not outputs:
             return
-        merged = {k: torch.cat([o[k] for o in outputs], dim=-1) if outputs[0][k].dim() > 1 else outputs[0][k]
-                  for k in outputs[0]}
+        merged = self.model.merge_predictions(outputs)
         path = self._run_dir() / "predictions.pt"
         torch.save(merged, path)
         print("posterior predictive draws: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in merged.items()))

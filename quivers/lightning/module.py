@@ -293,25 +293,26 @@ class SVIModule(L.LightningModule):
     @torch.no_grad()
     def log_predictive_density(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """Held-out log pointwise predictive density per observation,
-        ``mean_i log mean_s p(y_i | z_s)`` with ``z_s`` drawn from the guide (nats).
+        ``mean_i log mean_s p(y_i | z_s)`` with ``z_s`` drawn from the guide given the
+        whole batch (nats).
 
-        Returns ``None`` (with a warning, once) for guides with latent sites in the
-        data plate, whose values on held-out rows the guide does not know.
+        Returns ``None`` (with a warning, once) for models with latent sites in the data
+        plate, whose values on held-out rows the guide has not learned.
         """
-        if any(p.name == self.data_plate for s in getattr(self.guide, "registry", ()) for p in s.plates):
+        model = self.model
+        if any(p.name == self.data_plate for n in model.latent_names for p in model.site_plates(n)):
             if not getattr(self, "_warned_lpd", False):
-                warnings.warn("val/lpd is not computed: the guide has local latents in the data plate", stacklevel=2)
+                warnings.warn("val/lpd is not computed: the model has latent sites in the data plate", stacklevel=2)
                 self._warned_lpd = True
             return None
-        obs = set(self.model.observed_names)
-        inputs = {k: v for k, v in batch.items() if k != self.data_plate}
-        prepared = self.model.prepare(inputs, subsample=False)
+        # held-out rows carry indices into the validation set, not into the training plate
+        prepared = model.prepare({k: v for k, v in batch.items() if k != self.data_plate}, subsample=False)
         s = self.num_val_samples
-        z = self.guide.sample_posterior({k: v for k, v in prepared.items() if k not in obs}, (s,))
-        tr = self.model.trace(prepared, z, (s,))
+        z = self.guide.draws(prepared, (s,))
+        tr = model.trace(prepared, z, (s,))
         total, count = 0.0, 0
         for site in tr.values():
-            if site.kind == "observed":
+            if site.kind == "observed" and site.name in model.observed_names:
                 lp = site.fn.log_prob(site.value)  # pointwise, sample_shape + batch_shape
                 lp = lp.expand(torch.broadcast_shapes(lp.shape, (s,) + lp.shape[1:]))
                 total = total + (torch.logsumexp(lp, 0) - math.log(s)).sum()
@@ -320,9 +321,22 @@ class SVIModule(L.LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int = 0) -> dict[str, torch.Tensor]:
-        """Posterior predictive draws: ``{site: tensor [num_predict_samples, ...]}``."""
-        batch = {k: v for k, v in batch.items() if k != self.data_plate}
+        """Posterior predictive draws for the rows of ``batch`` (the guide sees the whole
+        batch, subsample indices included): ``{site: (num_predict_samples,) + site shape}``."""
         return Predictive(self.model, self.guide, num_samples=self.num_predict_samples)(batch)
+
+    def merge_predictions(self, outputs: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Join ``predict_step`` outputs of several batches: sites in the data plate are
+        concatenated along that plate's dimension, other sites (global latents) come from
+        the first batch. A deterministic site that varies by row must declare the plate."""
+        model, merged = self.model, {}
+        for k in outputs[0]:
+            if self.data_plate in [p.name for p in model.site_plates(k)]:
+                axis = 1 + model.site_depth(k) + model.plate_dim(self.data_plate)
+                merged[k] = torch.cat([o[k] for o in outputs], dim=axis)
+            else:
+                merged[k] = outputs[0][k]
+        return merged
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod

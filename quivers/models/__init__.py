@@ -3,5 +3,7 @@
 from .eight_schools import EightSchools
 from .hierarchical import VaryingIntercepts
 from .regression import BayesianLinearRegression, BayesianLogisticRegression
+from .vae import VAE, VAEEncoder
 
-__all__ = ["EightSchools", "BayesianLogisticRegression", "BayesianLinearRegression", "VaryingIntercepts"]
+__all__ = ["EightSchools", "BayesianLogisticRegression", "BayesianLinearRegression", "VaryingIntercepts", "VAE",
+           "VAEEncoder"]

@@ -44,7 +44,8 @@ class PosteriorModel(MonadicProgram):
     """A posteriordb model: data in the batch (Stan's names), observations in the plate ``data``."""
 
     def reference_values(self, z: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Reference parameters from latent draws (each ``(S,) + site shape``): ``{name: (S,)}``."""
+        """Reference parameters from latent draws (each ``(S,) + site shape``, as
+        ``sample_posterior`` returns them): ``{name: (S,)}``."""
         raise NotImplementedError
 
     @staticmethod
@@ -69,8 +70,8 @@ class EightSchoolsNoncentered(PosteriorModel):
         )
 
     def reference_values(self, z, batch):
-        theta = z["mu"] + z["tau"] * z["theta_trans"]
-        return {**_names("theta", theta), "mu": z["mu"][..., 0], "tau": z["tau"][..., 0]}
+        theta = z["mu"][..., None] + z["tau"][..., None] * z["theta_trans"]
+        return {**_names("theta", theta), "mu": z["mu"], "tau": z["tau"]}
 
 
 class _LinearRegression(PosteriorModel):
@@ -88,7 +89,7 @@ class _LinearRegression(PosteriorModel):
         )
 
     def reference_values(self, z, batch):
-        return {**_names("beta", z["beta"][..., 0, :]), "sigma": z["sigma"][..., 0]}
+        return {**_names("beta", z["beta"]), "sigma": z["sigma"]}
 
 
 class KidIQ(_LinearRegression):
@@ -188,7 +189,7 @@ class Diamonds(PosteriorModel):
                 "Xc": X - X.mean(0)}
 
     def reference_values(self, z, batch):
-        return {**_names("b", z["b"][..., 0, :]), "Intercept": z["Intercept"][..., 0], "sigma": z["sigma"][..., 0]}
+        return {**_names("b", z["b"]), "Intercept": z["Intercept"], "sigma": z["sigma"]}
 
 
 class ArK(PosteriorModel):
@@ -214,7 +215,7 @@ class ArK(PosteriorModel):
         return {"y": y[K:], "lags": lags}
 
     def reference_values(self, z, batch):
-        return {"alpha": z["alpha"][..., 0], **_names("beta", z["beta"][..., 0, :]), "sigma": z["sigma"][..., 0]}
+        return {"alpha": z["alpha"], **_names("beta", z["beta"]), "sigma": z["sigma"]}
 
 
 class GPPoisRegr(PosteriorModel):
@@ -250,8 +251,8 @@ class GPPoisRegr(PosteriorModel):
                 "k": torch.as_tensor(data["k"], dtype=torch.get_default_dtype())}
 
     def reference_values(self, z, batch):
-        f = self.f(z["rho"], z["alpha"], z["f_tilde"], batch["x"])
-        return {"rho": z["rho"][..., 0], "alpha": z["alpha"][..., 0], **_names("f", f)}
+        f = self.f(z["rho"][..., None], z["alpha"][..., None], z["f_tilde"][..., None, :], batch["x"])
+        return {"rho": z["rho"], "alpha": z["alpha"], **_names("f", f)}
 
 
 class LowDimGaussMix(PosteriorModel):
@@ -275,8 +276,7 @@ class LowDimGaussMix(PosteriorModel):
         return {"y": torch.as_tensor(data["y"], dtype=torch.get_default_dtype())}
 
     def reference_values(self, z, batch):
-        return {**_names("mu", z["mu"][..., 0, :]), **_names("sigma", z["sigma"][..., 0, :]),
-                "theta": z["theta"][..., 0]}
+        return {**_names("mu", z["mu"]), **_names("sigma", z["sigma"]), "theta": z["theta"]}
 
 
 POSTERIORS: dict[str, type[PosteriorModel]] = {

@@ -1,12 +1,15 @@
 """Models as programs: step specs, plates, ``MonadicProgram`` and traces."""
 
+from .batch import PreparedBatch, subsample_indices, subsample_scale
+from .evaluate import Evaluator, LatentSiteInfo, MissingValue
 from .improper import ImproperUniform
 from .plate import Plate
-from .program import LatentSiteInfo, MonadicProgram, PreparedBatch
+from .program import MonadicProgram
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
 
 __all__ = [
     "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic", "Factor", "Param", "Step",
-    "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch",
+    "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch", "Evaluator", "MissingValue",
+    "subsample_indices", "subsample_scale",
 ]
