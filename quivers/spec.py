@@ -5,7 +5,9 @@ guides. Instead every :class:`Recordable` object (programs, guides, objectives)
 remembers the arguments of its outermost constructor call, and :func:`to_spec` turns
 them into plain data (dicts, lists, strings, numbers): safe to store in a checkpoint, to
 load with ``torch.load(weights_only=True)``, and to write as YAML. :func:`from_spec`
-rebuilds the object by importing ``class_path`` and calling it.
+rebuilds the object by importing ``class_path`` and calling it; a spec read from a file is
+checked first by a :class:`quivers.trust.SpecPolicy`, which refuses code the user has not
+trusted.
 """
 
 from __future__ import annotations
@@ -108,18 +110,29 @@ def object_path(obj: Any) -> str:
     return f"{mod}.{qual}"
 
 
-def import_path(path: str) -> Any:
+def import_path(path: str, allowed: Callable[[str], bool] | None = None) -> Any:
     """Import ``module.QualName`` (the inverse of :func:`object_path`).
+
+    Parameters
+    ----------
+    path : str
+        ``module.QualName``.
+    allowed : callable, optional
+        ``allowed(module_name)``: modules it refuses are never imported (see
+        :class:`quivers.trust.SpecPolicy`).
 
     Raises
     ------
     SpecError
-        If nothing importable lives at ``path``.
+        If nothing importable (and allowed) lives at ``path``.
     """
     parts = path.split(".")
     for i in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:i])
+        if allowed is not None and not allowed(module):
+            continue
         try:
-            obj = importlib.import_module(".".join(parts[:i]))
+            obj = importlib.import_module(module)
         except ImportError:
             continue
         try:

@@ -83,6 +83,21 @@ class Context:
         trainer.save_checkpoint(path)
         return path
 
+    def flipped_checkpoint(self, record: str) -> pathlib.Path:
+        """The good checkpoint with one bit flipped inside the archive record ``record``."""
+        import struct
+        import zipfile
+
+        data = bytearray(self.checkpoint.read_bytes())
+        with zipfile.ZipFile(self.checkpoint) as z:
+            info = next(i for i in z.infolist() if i.filename.endswith(record))
+        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+        start = info.header_offset + 30 + name_len + extra_len  # the local header's own (padded) lengths
+        data[start + info.file_size // 2] ^= 0x04
+        path = self.tmp / f"flipped_{record.replace('/', '_')}.ckpt"
+        path.write_bytes(bytes(data))
+        return path
+
     def edited_checkpoint(self, edit: Callable[[dict], Any]) -> pathlib.Path:
         checkpoint = torch.load(self.checkpoint, weights_only=True)
         edit(checkpoint)
@@ -483,6 +498,57 @@ def checkpoint_truncated(ctx: Context) -> Attempt:
 def checkpoint_corrupted(ctx: Context) -> Attempt:
     path = ctx.tmp / "garbage.ckpt"
     path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist()))
+    return Attempt(lambda: SVIModule.load_from_checkpoint(path), snapshot(files=(path,)))
+
+
+@case("checkpoint", "one bit flipped inside a tensor record", CheckpointError,
+      r"is corrupted: its record '.*data/0' does not match its CRC-32")
+def checkpoint_bit_flip_in_tensor(ctx: Context) -> Attempt:
+    path = ctx.flipped_checkpoint("data/0")
+    return Attempt(lambda: SVIModule.load_from_checkpoint(path), snapshot(files=(path,)))
+
+
+@case("checkpoint", "one bit flipped inside the pickle (`data.pkl`)", CheckpointError,
+      r"is corrupted: its record '.*data.pkl' does not match")
+def checkpoint_bit_flip_in_pickle(ctx: Context) -> Attempt:
+    path = ctx.flipped_checkpoint("data.pkl")
+    return Attempt(lambda: SVIModule.load_from_checkpoint(path), snapshot(files=(path,)))
+
+
+@case("checkpoint", "`trainer.fit(ckpt_path=...)` of a bit-flipped checkpoint (plain `Trainer`)", CheckpointError,
+      r"is corrupted: its record '.*data/0'")
+def checkpoint_bit_flip_resumed(ctx: Context) -> Attempt:
+    path = ctx.flipped_checkpoint("data/0")
+    model = EightSchools()
+    module = SVIModule(model, AutoNormalGuide(model), lr=0.02)
+    trainer = short_trainer(ctx.tmp, steps=3)
+    return Attempt(lambda: trainer.fit(module, EightSchoolsData(), ckpt_path=path), snapshot(module, files=(path,)))
+
+
+@case("checkpoint", "`trainer.fit(ckpt_path=...)` of a truncated checkpoint (plain `Trainer`)", CheckpointError,
+      "is truncated or corrupted")
+def checkpoint_truncated_resumed(ctx: Context) -> Attempt:
+    path = ctx.tmp / "truncated_resume.ckpt"
+    data = ctx.checkpoint.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    model = EightSchools()
+    module = SVIModule(model, AutoNormalGuide(model), lr=0.02)
+    trainer = short_trainer(ctx.tmp, steps=3)
+    return Attempt(lambda: trainer.fit(module, EightSchoolsData(), ckpt_path=path), snapshot(module, files=(path,)))
+
+
+@case("checkpoint", "a random-number state of the wrong size", CheckpointError,
+      r"malformed random-number state \(torch.uint8 \(7,\), expected uint8")
+def checkpoint_malformed_rng_state(ctx: Context) -> Attempt:
+    path = ctx.edited_checkpoint(lambda c: c["quivers"].update(rng_state=torch.zeros(7, dtype=torch.uint8)))
+    return Attempt(lambda: SVIModule.load_from_checkpoint(path), snapshot(files=(path,)))
+
+
+@case("checkpoint", "a `model` spec naming `os.system`", CheckpointError,
+      r"model.class_path names 'os.system', which is not in quivers.*trusted=\('os',\)")
+def checkpoint_names_os_system(ctx: Context) -> Attempt:
+    path = ctx.edited_checkpoint(lambda c: c["hyper_parameters"].update(
+        model={"class_path": "os.system", "init_args": {"command": "true"}}))
     return Attempt(lambda: SVIModule.load_from_checkpoint(path), snapshot(files=(path,)))
 
 

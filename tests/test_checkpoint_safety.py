@@ -46,3 +46,25 @@ def test_atomic_io_with_trainer(tmp_path):
     trainer.save_checkpoint(path)
     back = SVIModule.load_from_checkpoint(path)
     assert all(torch.equal(v, back.state_dict()[k]) for k, v in module.state_dict().items())
+
+
+def test_stale_temporary_files_are_removed_and_permissions_are_a_plain_writes(tmp_path):
+    target = tmp_path / "m.ckpt"
+    stale = tmp_path / ".m.ckpt.abc123.tmp"  # what a write killed before its rename leaves
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.ckpt.xyz.tmp"
+    other.write_bytes(b"another target's")
+    AtomicCheckpointIO().save_checkpoint({"x": torch.ones(2)}, target)
+    assert not stale.exists() and other.exists()  # only the target's own leftovers
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"")
+    assert (target.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)  # umask applied, as open() does
+    assert torch.equal(torch.load(target, weights_only=True)["x"], torch.ones(2))
+
+
+def test_a_plain_trainer_gets_the_verifying_checkpoint_io(tmp_path):
+    model = EightSchools()
+    module = SVIModule(model, AutoNormalGuide(model), lr=0.02)
+    trainer = short_trainer(tmp_path)
+    trainer.fit(module, EightSchoolsData())
+    assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO

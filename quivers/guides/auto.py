@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from ..program import MonadicProgram, PreparedBatch
-from ..spec import import_path
+from ..trust import resolve_path
 from .guide import Batch, Guide, LogProbTerms, Sites, _total
 from .initialization import InitFn, check_init_fn, init_to_median, resolve_init_fn
 from .registry import LatentRegistry, LatentSite
@@ -50,7 +50,7 @@ class AutoGuide(Guide):
     ) -> None:
         super().__init__(model)
         if isinstance(init_loc_fn, str):
-            init_loc_fn = import_path(init_loc_fn)
+            init_loc_fn = resolve_path(init_loc_fn, f"{type(self).__name__}'s init_loc_fn")
         self.observed_names = tuple(observed_names or ())
         self.registry = LatentRegistry(model, exclude=observed_names)
         check_init_fn(init_loc_fn, model)

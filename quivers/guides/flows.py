@@ -301,9 +301,9 @@ class AutoNormalizingFlow(_AutoFlow):
         from zuko.flows import LazyTransform
 
         if isinstance(init_transform_fn, str):
-            from ..spec import import_path
+            from ..trust import resolve_path
 
-            init_transform_fn = import_path(init_transform_fn)
+            init_transform_fn = resolve_path(init_transform_fn, "AutoNormalizingFlow's init_transform_fn")
         super().__init__(model, observed_names, init_loc_fn, init_scale)
         flow = init_transform_fn(self.latent_dim)
         self._lazy = isinstance(flow, LazyTransform)

@@ -7,19 +7,28 @@ directory. ``quivers predict --config ... --ckpt_path ...`` writes
 
 Checkpoints are written with :class:`~quivers.lightning.AtomicCheckpointIO` (a config's
 own ``trainer.plugins`` replace it), and read with ``weights_only=True`` when resuming
-(``--ckpt_path``) unless ``--weights_only false`` is given.
+(``--ckpt_path``) unless ``--weights_only false`` is given. A checkpoint given with
+``--ckpt_path`` is verified (present, complete, checksums, version) and its recorded specs
+are checked against :mod:`quivers.trust` before LightningCLI merges them into the config:
+they may name quivers', torch's and zuko's classes, the modules the config itself names,
+and those ``--model.trusted`` lists; anything else stops the command with a parser error
+before any file is written.
 """
 
 from __future__ import annotations
 
 import pathlib
 import warnings
+from typing import Any
 
 import torch
 from lightning.pytorch.cli import LightningCLI
 
 from ..datasets.base import TensorDataModule
-from .module import SVIModule
+from ..errors import CheckpointError
+from ..trust import SpecPolicy
+from .checkpoint import check_version, read_checkpoint
+from .module import SVIModule, check_specs
 from .summary import format_summary, plot_summary, posterior_summary, write_summary
 
 __all__ = ["QuiversCLI", "main"]
@@ -44,6 +53,28 @@ class QuiversCLI(LightningCLI):
             cfg["weights_only"] = True
 
     before_fit = before_validate = before_test = before_predict = _load_weights_only
+
+    def _parse_ckpt_path(self) -> None:
+        """Merge a checkpoint's hyper-parameters into the config (as LightningCLI does),
+        after checking the file and the code it names; errors are parser errors."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path:
+            return
+        try:
+            checkpoint = read_checkpoint(ckpt_path)
+            check_version(checkpoint, ckpt_path)
+            hparams = dict(checkpoint.get("hyper_parameters") or {})
+            for key in ("_instantiator", "trusted"):  # trust comes from the user, never from the file
+                hparams.pop(key, None)
+            trusted = sorted(set(self.config[sub].get("model.trusted") or ()) | _config_modules(self.config[sub]))
+            check_specs(SpecPolicy(tuple(trusted), f"checkpoint {ckpt_path}"), hparams)
+        except CheckpointError as e:
+            self.parser.error(f"--ckpt_path: {e}")
+        if not hparams:
+            return
+        self.config[sub]["model.trusted"] = trusted
+        self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
 
     def _run_dir(self) -> pathlib.Path:
         d = pathlib.Path(self.trainer.log_dir or ".")
@@ -75,6 +106,26 @@ class QuiversCLI(LightningCLI):
         torch.save(merged, path)
         print("posterior predictive draws: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in merged.items()))
         print(f"written: {path}")
+
+
+def _config_modules(config: Any) -> set[str]:
+    """The top-level packages of every ``class_path`` the user's own config names (code the
+    command imports anyway)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            path = node.get("class_path")
+            if isinstance(path, str) and "." in path:
+                found.add(path.split(".")[0])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+
+    walk(config.as_dict() if hasattr(config, "as_dict") else config)
+    return found
 
 
 def main(args: list[str] | None = None) -> None:

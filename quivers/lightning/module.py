@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchmetrics import MeanMetric
 
 from .._version import __version__
@@ -20,10 +21,11 @@ from ..infer.elbo import ELBO, Trace_ELBO
 from ..infer.nonfinite import check_policy, nonfinite_error, step_is_finite
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
-from ..spec import Recordable, SpecError, from_spec, import_path, object_path
-from .checkpoint import check_state_dict, check_version, read_checkpoint
+from ..spec import Recordable, SpecError, from_spec, object_path
+from ..trust import SpecPolicy
+from .checkpoint import AtomicCheckpointIO, check_rng_state, check_state_dict, check_version, read_checkpoint
 
-__all__ = ["SVIModule", "build_guide"]
+__all__ = ["SVIModule", "build_guide", "check_specs"]
 
 # the path load_from_checkpoint is reading, for on_load_checkpoint's messages
 _LOADING: ContextVar[Any] = ContextVar("quivers_loading_checkpoint", default=None)
@@ -47,6 +49,26 @@ def build_guide(guide: GuideArg, model: MonadicProgram) -> Guide:
     if not isinstance(guide, Guide):
         raise TypeError(f"guide: expected a Guide, a callable model -> Guide or a spec, got {type(guide).__name__}")
     return guide
+
+
+_SLOTS: dict[str, tuple[type, ...]] = {"model": (MonadicProgram,), "guide": (Guide,), "elbo": (ELBO,)}
+
+
+def check_specs(policy: SpecPolicy, hparams: Mapping[str, Any]) -> None:
+    """Check an ``SVIModule``'s specs (a checkpoint's hyper-parameters) against ``policy``
+    before anything is imported from an untrusted module or called: the model, guide and
+    objective specs and the optimizer path (see :mod:`quivers.trust`).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the source, the key and how to trust the module.
+    """
+    for key, kinds in _SLOTS.items():
+        if isinstance(hparams.get(key), Mapping):
+            policy.check(hparams[key], key, kinds)
+    if isinstance(hparams.get("optimizer"), str):
+        policy.resolve(hparams["optimizer"], "optimizer", (torch.optim.Optimizer,))
 
 
 def _record(obj: Recordable, what: str, exclude: tuple[str, ...] = ()) -> dict:
@@ -103,6 +125,11 @@ class SVIModule(L.LightningModule):
         non-finite, before the optimizer step (default), or skip the optimizer step,
         count it in :attr:`num_skipped_steps` and log ``train/skipped_steps``. A skipped
         step does not advance ``global_step``.
+    trusted : sequence of str
+        Module prefixes whose classes and functions specs may name (see
+        :mod:`quivers.trust`): needed when a spec (a checkpoint's) names your own
+        classes, e.g. ``SVIModule.load_from_checkpoint(path, trusted=("mypackage",))``.
+        Never recorded in checkpoints. Objects passed directly (not as specs) need no trust.
 
     Logged metrics
     --------------
@@ -137,17 +164,23 @@ class SVIModule(L.LightningModule):
         data_plate: str = "data",
         compile: bool = False,
         on_nonfinite: str = "raise",
+        trusted: Sequence[str] = (),
     ) -> None:
         super().__init__()
         check_policy(on_nonfinite)
-        if isinstance(model, dict):
-            model = from_spec(model)
-        if not isinstance(model, MonadicProgram):
-            raise TypeError(f"model: expected a MonadicProgram or a spec, got {type(model).__name__}")
-        elbo = from_spec(elbo) if isinstance(elbo, dict) else (elbo if elbo is not None else Trace_ELBO())
-        optimizer = optimizer if isinstance(optimizer, str) else object_path(optimizer)
-        import_path(optimizer)  # fail now, not at fit time
-        guide = build_guide(guide, model)
+        path = _LOADING.get()
+        policy = SpecPolicy(tuple(trusted), f"checkpoint {path}" if path is not None else "SVIModule's arguments")
+        check_specs(policy, {"model": model, "guide": guide, "elbo": elbo, "optimizer": optimizer})
+        with policy.active():  # specs (a checkpoint's) name only what the policy allows
+            model = from_spec(model) if isinstance(model, dict) else model
+            if not isinstance(model, MonadicProgram):
+                raise TypeError(f"model: expected a MonadicProgram or a spec, got {type(model).__name__}")
+            elbo = from_spec(elbo) if isinstance(elbo, dict) else (elbo if elbo is not None else Trace_ELBO())
+            if isinstance(optimizer, str):
+                self._optimizer_cls = policy.resolve(optimizer, "optimizer", (torch.optim.Optimizer,))
+            else:
+                self._optimizer_cls, optimizer = optimizer, object_path(optimizer)
+            guide = build_guide(guide, model)
         check_guide(model, guide, "SVIModule")
         self.model = model
         self.guide = guide
@@ -183,6 +216,12 @@ class SVIModule(L.LightningModule):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
+        # Lightning calls setup before it reads trainer.fit/validate/predict(ckpt_path=...): a
+        # Trainer's default CheckpointIO becomes AtomicCheckpointIO, which writes atomically and
+        # refuses a missing, truncated or corrupted file before anything loads
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         num_data = getattr(dm, "num_data", None)
         plate = getattr(dm, "plate", self.data_plate)
@@ -195,7 +234,7 @@ class SVIModule(L.LightningModule):
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 params.append(p)
-        return import_path(self.optimizer_path)(params, lr=self.lr, **self.optimizer_kwargs)
+        return self._optimizer_cls(params, lr=self.lr, **self.optimizer_kwargs)
 
     # ------------------------------------------------------------------ steps
     @staticmethod
@@ -347,23 +386,29 @@ class SVIModule(L.LightningModule):
         The model, guide and objective are rebuilt from their recorded ``class_path`` and
         constructor arguments, then the saved parameters are loaded. Loading uses
         ``torch.load(weights_only=True)`` by default: the checkpoint holds only tensors
-        and plain data, so no arbitrary object is unpickled. ``kwargs`` override
-        recorded hyper-parameters (for instance ``model=...``).
+        and plain data, so no arbitrary object is unpickled; the archive's checksums are
+        verified first. The recorded specs are checked before anything is imported or
+        called (:mod:`quivers.trust`): they may name only quivers', torch's and zuko's
+        classes of the kind each slot expects, unless ``trusted=("mypackage",)`` trusts
+        your own modules. ``kwargs`` override recorded hyper-parameters (for instance
+        ``model=...``).
 
         Raises
         ------
         CheckpointError
             If the file is missing, truncated or corrupted, was not written by
-            ``SVIModule``, comes from an incompatible quivers version, or holds another
-            model's or guide's parameters; nothing is loaded.
+            ``SVIModule``, comes from an incompatible quivers version, names code the
+            caller has not trusted, or holds another model's or guide's parameters;
+            nothing is loaded or run.
         """
         checkpoint = read_checkpoint(checkpoint_path)
         check_version(checkpoint, checkpoint_path)
+        trusted = tuple(kwargs.pop("trusted", ()))  # only the caller trusts; a file's own "trusted" is overridden
         token = _LOADING.set(checkpoint_path)
         try:
             return super().load_from_checkpoint(
                 checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
-                weights_only=weights_only, **kwargs,
+                weights_only=weights_only, trusted=trusted, **kwargs,
             )
         finally:
             _LOADING.reset(token)
@@ -382,5 +427,9 @@ class SVIModule(L.LightningModule):
         check_version(checkpoint, path)
         check_state_dict(checkpoint.get("state_dict", {}), self.state_dict(), path)
         state = checkpoint.get("quivers", {})
+        check_rng_state(state.get("rng_state"), path)
+        cuda = state.get("cuda_rng_state")
+        if cuda is not None and not (isinstance(cuda, torch.Tensor) and cuda.dtype == torch.uint8 and cuda.dim() == 1):
+            check_rng_state(cuda, path)  # the same message for a malformed CUDA state
         self._rng_state = state.get("rng_state")
-        self._cuda_rng_state = state.get("cuda_rng_state")
+        self._cuda_rng_state = cuda
