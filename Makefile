@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test test-slow lint run docs bench bench-accuracy clean
+.PHONY: install test test-slow test-gpu lint run docs bench bench-accuracy clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -n auto -m slow
+
+test-gpu: install
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
 lint: install
 	$(VENV)/bin/ruff check quivers tests benchmarks

@@ -279,6 +279,22 @@ def batch_not_a_mapping(ctx: Context) -> Attempt:
     return _svi_step([1, 2, 3])
 
 
+@case("data", "`exposure` on the `meta` device, the model's buffers on the CPU", BatchError,
+      "batch field 'exposure' is on meta but the model's parameters and buffers are on cpu")
+def field_on_another_device(ctx: Context) -> Attempt:
+    class Scaled(Counts):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("unit", torch.ones(()))  # a buffer: the model has a device
+
+    model = Scaled()
+    guide = AutoNormalGuide(model)
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.1))
+    svi.step(GOOD)
+    bad = _with(exposure=torch.ones(5, device="meta"))
+    return Attempt(lambda: svi.step(bad), snapshot(model, guide, svi.optim))
+
+
 @case("data", "an unknown field `cnts`", BatchError, "'cnts' is not used by the model")
 def unknown_field(ctx: Context) -> Attempt:
     return _svi_step(_with(cnts=torch.ones(5)))

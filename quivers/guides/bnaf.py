@@ -31,6 +31,8 @@ class _MaskedBlockLinear(nn.Module):
         block_col = torch.arange(cols) // in_factor
         self.register_buffer("diag_mask", (block_row[:, None] == block_col[None, :]), persistent=False)
         self.register_buffer("lower_mask", (block_row[:, None] > block_col[None, :]), persistent=False)
+        # the diagonal blocks' entries, row by row, as integer indices (no data-dependent shapes)
+        self.register_buffer("diag_index", self.diag_mask.reshape(-1).nonzero().squeeze(-1), persistent=False)
         weight = torch.empty(rows, cols)
         nn.init.uniform_(weight, -math.sqrt(1 / cols), math.sqrt(1 / cols))
         self.weight = nn.Parameter(weight)
@@ -43,7 +45,7 @@ class _MaskedBlockLinear(nn.Module):
         row_sq = (v * v).sum(-1, keepdim=True)
         w = self.log_norm.exp() * v / row_sq.sqrt()
         log_diag = self.weight + self.log_norm - 0.5 * row_sq.log()  # log of w on the diagonal blocks
-        blocks = log_diag[self.diag_mask].reshape(self.d, self.a_out, self.a_in)
+        blocks = log_diag.reshape(-1).index_select(0, self.diag_index).reshape(self.d, self.a_out, self.a_in)
         return w, blocks
 
 

@@ -168,7 +168,7 @@ class AutoIAFNormal(_AutoFlow):
                     t.hyper.skip.weight.zero_()
                     t.hyper.skip.bias.zero_()
             _identity_start(t)
-            self.flows.append(t.to(self.loc.dtype))
+            self.flows.append(t.to(device=self.loc.device, dtype=self.loc.dtype))
 
     def _flow(self) -> list[Transform]:
         return [t() for t in self.flows]
@@ -226,7 +226,8 @@ class AutoBNAFNormal(_AutoFlow):
             raise GuideError(f"hidden_factors must be positive integers, got {hidden_factors!r}")
         super().__init__(model, observed_names, init_loc_fn, init_scale)
         self.flows = nn.ModuleList(
-            BlockNAF(self.latent_dim, hidden_factors).to(self.loc.dtype) for _ in range(int(num_flows)))
+            BlockNAF(self.latent_dim, hidden_factors).to(device=self.loc.device, dtype=self.loc.dtype)
+            for _ in range(int(num_flows)))
 
     def _flow(self) -> list[Transform]:
         out: list[Transform] = []
@@ -311,7 +312,7 @@ class AutoNormalizingFlow(_AutoFlow):
             raise GuideError(
                 f"init_transform_fn must return a zuko LazyTransform or a torch.distributions.Transform that is an "
                 f"nn.Module, got {type(flow).__name__}")
-        self.flow = flow.to(self.loc.dtype)
+        self.flow = flow.to(device=self.loc.device, dtype=self.loc.dtype)
 
     def _flow(self) -> list[Transform]:
         return [self.flow() if self._lazy else self.flow]

@@ -162,7 +162,7 @@ class AutoMultivariateNormal(_AutoGaussian):
     ) -> None:
         super().__init__(model, observed_names, init_loc_fn, init_scale, batch_ndim)
         d = self.latent_dim
-        self.scale_tril_raw = nn.Parameter(torch.zeros(self.batch_shape + (d, d), dtype=self.loc.dtype))
+        self.scale_tril_raw = nn.Parameter(self.loc.new_zeros(self.batch_shape + (d, d)))
 
     @property
     def scale_tril(self) -> torch.Tensor:
@@ -249,7 +249,8 @@ class AutoLowRankMultivariateNormal(_AutoGaussian):
             raise GuideError(f"rank must be an integer in [1, latent_dim={d}], got {rank!r}")
         self.rank = int(rank)
         # W starts small and random: W = 0 is a saddle point (the gradient in W is linear in W)
-        w = torch.randn(self.batch_shape + (d, self.rank), dtype=self.loc.dtype) * (0.5 / math.sqrt(self.rank))
+        w = torch.randn(self.batch_shape + (d, self.rank), dtype=self.loc.dtype, device=self.loc.device)
+        w = w * (0.5 / math.sqrt(self.rank))
         self.cov_factor = nn.Parameter(w)
 
     def _set_covariance(self, cov: torch.Tensor) -> None:

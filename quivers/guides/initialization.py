@@ -16,6 +16,7 @@ import torch
 
 from ..errors import GuideError
 from .registry import LatentRegistry, LatentSite
+from .site import tensor_like
 
 __all__ = [
     "InitFn", "init_to_median", "init_to_mean", "init_to_feasible", "init_to_uniform",
@@ -37,7 +38,7 @@ def init_to_feasible(site: LatentSite | None = None) -> torch.Tensor | InitFn:
     """Initialise at ``biject_to(support)(0)``: a feasible point (Pyro's ``init_to_feasible``)."""
     if site is None:
         return init_to_feasible
-    return site.transform(torch.zeros(site.unconstrained_shape))
+    return site.transform(torch.zeros(site.unconstrained_shape, **tensor_like(site.prior)))
 
 
 def init_to_uniform(site: LatentSite | None = None, radius: float = 2.0) -> torch.Tensor | InitFn:
@@ -45,7 +46,7 @@ def init_to_uniform(site: LatentSite | None = None, radius: float = 2.0) -> torc
     unconstrained coordinate (Pyro's and Stan's default, radius 2)."""
     if site is None:
         return functools.partial(init_to_uniform, radius=radius)
-    u = (torch.rand(site.unconstrained_shape) * 2 - 1) * radius
+    u = (torch.rand(site.unconstrained_shape, **tensor_like(site.prior)) * 2 - 1) * radius
     return site.transform(u)
 
 

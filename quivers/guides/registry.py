@@ -25,7 +25,7 @@ from ..errors import GuideError
 from ..program import Evaluator, LatentSiteInfo, MissingValue, MonadicProgram
 from ..program.steps import Latent, Observed, Param
 from ..shapes import fmt_shape, reduce_to_sample
-from .site import LatentSite, has_tensor_parameters
+from .site import LatentSite, has_tensor_parameters, tensor_like
 
 __all__ = ["LatentSite", "LatentRegistry"]
 
@@ -367,7 +367,8 @@ class LatentRegistry:
         GuideError
             On a shape that does not broadcast or a value outside the support.
         """
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        like = tensor_like(site.prior) or {"dtype": torch.get_default_dtype()}  # a float64 model: float64 values
+        value = torch.as_tensor(value).to(**like)
         try:
             value = value.expand(site.shape)
         except RuntimeError as e:

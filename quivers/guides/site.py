@@ -9,7 +9,7 @@ from torch.distributions import Distribution, Transform, constraints
 
 from ..program import Plate
 
-__all__ = ["LatentSite", "has_tensor_parameters"]
+__all__ = ["LatentSite", "has_tensor_parameters", "tensor_like"]
 
 
 @dataclass
@@ -90,3 +90,17 @@ def has_tensor_parameters(c: object) -> bool:
         if isinstance(v, torch.Tensor) or (isinstance(v, constraints.Constraint) and has_tensor_parameters(v)):
             return True
     return False
+
+
+def tensor_like(d: Distribution) -> dict[str, torch.dtype | torch.device]:
+    """``{"dtype", "device"}`` of a distribution's first floating-point tensor parameter
+    (searching base distributions too), for tensors made to go with it; ``{}`` when it has
+    none (``ImproperUniform``)."""
+    for v in vars(d).values():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return {"dtype": v.dtype, "device": v.device}
+        if isinstance(v, Distribution):
+            found = tensor_like(v)
+            if found:
+                return found
+    return {}

@@ -53,7 +53,7 @@ class _MultivariateNormal(nn.Module):
         super().__init__()
         self.loc = nn.Parameter(loc)
         self.scale_raw = nn.Parameter(torch.full_like(loc, float(inv_softplus(init_scale))))
-        self.scale_tril_raw = nn.Parameter(torch.zeros(loc.shape + loc.shape, dtype=loc.dtype))
+        self.scale_tril_raw = nn.Parameter(loc.new_zeros(loc.shape + loc.shape))
 
     def forward(self) -> Distribution:
         unit = self.scale_tril_raw.tril(-1) + torch.eye(self.loc.numel(), dtype=self.loc.dtype, device=self.loc.device)

@@ -155,7 +155,8 @@ class TraceMeanField_ELBO(Trace_ELBO):
             return super()._particles(model, guide, batch, ss)
         z = {k: d.rsample(ss) for k, d in dists.items()}
         tr = model.trace(batch, z, ss)
-        elbo = torch.zeros(ss)
+        ref = next(iter(z.values()))
+        elbo = torch.zeros(ss, dtype=ref.dtype, device=ref.device)
         for name, site in tr.items():
             if site.log_prob is None:
                 continue

@@ -207,6 +207,7 @@ class SVIModule(L.LightningModule):
         self.on_nonfinite = on_nonfinite
         self.num_skipped_steps = 0
         self._last_batch: Mapping[str, torch.Tensor] | None = None
+        self._step_values: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._compiled = CompiledObjective(self.elbo, self.model, self.guide) if compile else None
         self._rng_state: torch.Tensor | None = None
         self._cuda_rng_state: torch.Tensor | None = None
@@ -280,8 +281,7 @@ class SVIModule(L.LightningModule):
         rows = self._rows(batch)
         elbo = -loss.detach()
         per_obs = elbo / (self._num_data() or rows)
-        self.train_elbo.update(elbo, weight=rows)
-        self.train_elbo_per_obs.update(per_obs, weight=rows)
+        self._step_values = (elbo, per_obs, rows)  # into the epoch means once the step is applied
         if self._logs_this_step():
             self.log("train/elbo_step", elbo, on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
             self.log("train/elbo_per_obs_step", per_obs, on_step=True, on_epoch=False, batch_size=rows)
@@ -299,10 +299,18 @@ class SVIModule(L.LightningModule):
                 raise nonfinite_error(self.model, self.guide, self._last_batch, float(loss.detach()),
                                       self.global_step + 1)
             self.num_skipped_steps += 1
+            self._step_values = None  # a skipped step stays out of the epoch means
             self.log("train/skipped_steps", float(self.num_skipped_steps), on_step=True, on_epoch=False)
             return None
         optimizer.step()
         return None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step_values is not None:
+            elbo, per_obs, rows = self._step_values
+            self.train_elbo.update(elbo, weight=rows)
+            self.train_elbo_per_obs.update(per_obs, weight=rows)
+            self._step_values = None
 
     def _logs_this_step(self) -> bool:
         """Whether the trainer writes step metrics after this step (every ``log_every_n_steps``).

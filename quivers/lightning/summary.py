@@ -49,7 +49,7 @@ def posterior_summary(
     for name in sites:
         v = draws[name].reshape(num_samples, -1).double()
         elem = _element_names(name, draws[name].shape[1:])
-        q = torch.quantile(v, torch.tensor([0.05, 0.5, 0.95], dtype=v.dtype), dim=0)
+        q = torch.quantile(v, torch.tensor([0.05, 0.5, 0.95], dtype=v.dtype, device=v.device), dim=0)
         mean, sd = v.mean(0), v.std(0)
         for i, en in enumerate(elem):
             rows.append({"site": en, "mean": float(mean[i]), "sd": float(sd[i]),

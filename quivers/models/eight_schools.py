@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import distributions as dist
 
 from ..program import Deterministic, Latent, MonadicProgram, Observed, Plate
@@ -27,10 +28,13 @@ class EightSchools(MonadicProgram):
     def __init__(self, num_schools: int = 8) -> None:
         super().__init__()
         schools = Plate("schools", size=num_schools)
+        self.register_buffer("zero", torch.tensor(0.0))  # prior constants follow the model's device and dtype
+        self.register_buffer("one", torch.tensor(1.0))
+        self.register_buffer("five", torch.tensor(5.0))
         self.declare(
-            Latent("mu", lambda: dist.Normal(0.0, 5.0)),
-            Latent("tau", lambda: dist.HalfCauchy(5.0)),
-            Latent("eta", lambda: dist.Normal(0.0, 1.0), plate=schools),
+            Latent("mu", lambda: dist.Normal(self.zero, self.five)),
+            Latent("tau", lambda: dist.HalfCauchy(self.five)),
+            Latent("eta", lambda: dist.Normal(self.zero, self.one), plate=schools),
             Deterministic("theta", lambda mu, tau, eta: mu + tau * eta, plate=schools),
             Observed("y", lambda theta, sigma: dist.Normal(theta, sigma), plate=schools),
         )

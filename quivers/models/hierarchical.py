@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import distributions as dist
 
 from ..program import Latent, MonadicProgram, Observed, Plate
@@ -35,12 +36,15 @@ class VaryingIntercepts(MonadicProgram):
         super().__init__()
         groups = Plate("groups", size=num_groups, dim=-1)
         data = Plate("data", size=num_data, subsample_size=subsample_size, dim=-1)
+        self.register_buffer("zero", torch.tensor(0.0))  # prior constants follow the model's device and dtype
+        self.register_buffer("five", torch.tensor(5.0))
+        self.register_buffer("half_scale", torch.tensor(2.5))
         self.declare(
-            Latent("mu_a", lambda: dist.Normal(0.0, 5.0)),
-            Latent("sigma_a", lambda: dist.HalfNormal(2.5)),
+            Latent("mu_a", lambda: dist.Normal(self.zero, self.five)),
+            Latent("sigma_a", lambda: dist.HalfNormal(self.half_scale)),
             Latent("a", lambda mu_a, sigma_a: dist.Normal(mu_a, sigma_a), plate=groups),
-            Latent("b", lambda: dist.Normal(0.0, 5.0)),
-            Latent("sigma_y", lambda: dist.HalfNormal(2.5)),
+            Latent("b", lambda: dist.Normal(self.zero, self.five)),
+            Latent("sigma_y", lambda: dist.HalfNormal(self.half_scale)),
             Observed(
                 "y", lambda a, b, sigma_y, x, group: dist.Normal(a[..., group] + b * x, sigma_y), plate=data,
             ),

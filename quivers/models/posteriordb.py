@@ -43,6 +43,12 @@ def _flat(n: int) -> ImproperUniform:
 class PosteriorModel(MonadicProgram):
     """A posteriordb model: data in the batch (Stan's names), observations in the plate ``data``."""
 
+    def constants(self, **values: float | torch.Tensor) -> None:
+        """Register prior constants as buffers (``self.<name>``), so they follow the model's
+        device and dtype."""
+        for name, v in values.items():
+            self.register_buffer(name, torch.as_tensor(v, dtype=torch.get_default_dtype()).clone())
+
     def reference_values(self, z: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Reference parameters from latent draws (each ``(S,) + site shape``, as
         ``sample_posterior`` returns them): ``{name: (S,)}``."""
@@ -61,10 +67,11 @@ class EightSchoolsNoncentered(PosteriorModel):
     def __init__(self, J: int = 8) -> None:
         super().__init__()
         schools = Plate("data", size=J)
+        self.constants(zero=0.0, one=1.0, five=5.0)
         self.declare(
-            Latent("theta_trans", lambda: dist.Normal(0.0, 1.0), plate=schools),
-            Latent("mu", lambda: dist.Normal(0.0, 5.0)),
-            Latent("tau", lambda: dist.HalfCauchy(5.0)),
+            Latent("theta_trans", lambda: dist.Normal(self.zero, self.one), plate=schools),
+            Latent("mu", lambda: dist.Normal(self.zero, self.five)),
+            Latent("tau", lambda: dist.HalfCauchy(self.five)),
             Observed("y", lambda theta_trans, mu, tau, sigma: dist.Normal(mu + tau * theta_trans, sigma),
                      plate=schools),
         )
@@ -98,7 +105,8 @@ class KidIQ(_LinearRegression):
     response = "kid_score"
 
     def __init__(self, N: int = 434) -> None:
-        super().__init__(N, lambda: _flat(3), lambda: dist.HalfCauchy(2.5))
+        super().__init__(N, lambda: _flat(3), lambda: dist.HalfCauchy(self.sigma_scale))
+        self.constants(sigma_scale=2.5)
 
     @classmethod
     def batch(cls, data):
@@ -139,8 +147,9 @@ class SblrcBLR(_LinearRegression):
     """y ~ N(X beta, sigma); beta ~ N(0, 10), sigma ~ HalfNormal(10)."""
 
     def __init__(self, N: int = 100, D: int = 5) -> None:
-        super().__init__(N, lambda: dist.Independent(dist.Normal(torch.zeros(D), 10.0), 1),
-                         lambda: dist.HalfNormal(10.0))
+        super().__init__(N, lambda: dist.Independent(dist.Normal(self.beta_loc, self.ten), 1),
+                         lambda: dist.HalfNormal(self.ten))
+        self.constants(beta_loc=torch.zeros(D), ten=10.0)
 
     @classmethod
     def batch(cls, data):
@@ -172,11 +181,12 @@ class Diamonds(PosteriorModel):
         super().__init__()
         data = Plate("data", size=N)
         k = K - 1
+        self.constants(b_loc=torch.zeros(k), zero=0.0, one=1.0, three=3.0, eight=8.0, ten=10.0)
         self.declare(
-            Latent("b", lambda: dist.Independent(dist.Normal(torch.zeros(k), 1.0), 1)),
-            Latent("Intercept", lambda: dist.StudentT(3.0, 8.0, 10.0)),
+            Latent("b", lambda: dist.Independent(dist.Normal(self.b_loc, self.one), 1)),
+            Latent("Intercept", lambda: dist.StudentT(self.three, self.eight, self.ten)),
             Latent("sigma", lambda: ImproperUniform(constraints.positive)),
-            Factor("sigma_prior", lambda sigma: dist.StudentT(3.0, 0.0, 10.0).log_prob(sigma)
+            Factor("sigma_prior", lambda sigma: dist.StudentT(self.three, self.zero, self.ten).log_prob(sigma)
                    + math.log(2.0)),  # half-Student-t on (0, inf)
             Observed("Y", lambda b, Intercept, sigma, Xc: dist.Normal(Intercept + (Xc * b).sum(-1),
                                                                         sigma), plate=data),
@@ -199,10 +209,11 @@ class ArK(PosteriorModel):
     def __init__(self, T: int = 200, K: int = 5) -> None:
         super().__init__()
         data = Plate("data", size=T - K)
+        self.constants(zero=0.0, ten=10.0, beta_loc=torch.zeros(K), sigma_scale=2.5)
         self.declare(
-            Latent("alpha", lambda: dist.Normal(0.0, 10.0)),
-            Latent("beta", lambda: dist.Independent(dist.Normal(torch.zeros(K), 10.0), 1)),
-            Latent("sigma", lambda: dist.HalfCauchy(2.5)),
+            Latent("alpha", lambda: dist.Normal(self.zero, self.ten)),
+            Latent("beta", lambda: dist.Independent(dist.Normal(self.beta_loc, self.ten), 1)),
+            Latent("sigma", lambda: dist.HalfCauchy(self.sigma_scale)),
             Observed("y", lambda alpha, beta, sigma, lags: dist.Normal(
                 alpha + (lags * beta).sum(-1), sigma), plate=data),
         )
@@ -226,10 +237,11 @@ class GPPoisRegr(PosteriorModel):
         super().__init__()
         data = Plate("data", size=N)
         self.N = N
+        self.constants(rho_shape=25.0, rho_rate=4.0, two=2.0, f_loc=torch.zeros(N), one=1.0)
         self.declare(
-            Latent("rho", lambda: dist.Gamma(25.0, 4.0)),
-            Latent("alpha", lambda: dist.HalfNormal(2.0)),
-            Latent("f_tilde", lambda: dist.Independent(dist.Normal(torch.zeros(N), 1.0), 1)),
+            Latent("rho", lambda: dist.Gamma(self.rho_shape, self.rho_rate)),
+            Latent("alpha", lambda: dist.HalfNormal(self.two)),
+            Latent("f_tilde", lambda: dist.Independent(dist.Normal(self.f_loc, self.one), 1)),
             Observed("k", lambda rho, alpha, f_tilde, x: dist.Poisson(self.f(rho, alpha, f_tilde, x).exp()),
                      plate=data),  # f: sample_shape + (N,)
         )
@@ -241,7 +253,7 @@ class GPPoisRegr(PosteriorModel):
         d2 = (x.unsqueeze(-1) - x.unsqueeze(-2)).square()
         a, r = alpha[..., None, None], rho[..., None, None]  # sample_shape + (1, 1, 1)
         cov = a.square() * torch.exp(-d2 / (2 * r.square()))
-        cov = cov + 1e-10 * torch.eye(x.shape[-1], dtype=cov.dtype)  # Stan's jitter
+        cov = cov + 1e-10 * torch.eye(x.shape[-1], dtype=cov.dtype, device=cov.device)  # Stan's jitter
         chol = torch.linalg.cholesky(cov)  # sample_shape + (1, N, N)
         return (chol @ f_tilde.unsqueeze(-1))[..., 0, :, 0]
 
@@ -262,11 +274,12 @@ class LowDimGaussMix(PosteriorModel):
     def __init__(self, N: int = 1000) -> None:
         super().__init__()
         data = Plate("data", size=N)
+        self.constants(zero=0.0, two=2.0, sigma_scale=torch.full((2,), 2.0), five=5.0)
         self.declare(
             Latent("mu", lambda: ImproperUniform(ordered_vector, event_shape=(2,))),
-            Factor("mu_prior", lambda mu: dist.Normal(0.0, 2.0).log_prob(mu).sum(-1)),
-            Latent("sigma", lambda: dist.Independent(dist.HalfNormal(torch.full((2,), 2.0)), 1)),
-            Latent("theta", lambda: dist.Beta(5.0, 5.0)),
+            Factor("mu_prior", lambda mu: dist.Normal(self.zero, self.two).log_prob(mu).sum(-1)),
+            Latent("sigma", lambda: dist.Independent(dist.HalfNormal(self.sigma_scale), 1)),
+            Latent("theta", lambda: dist.Beta(self.five, self.five)),
             Observed("y", lambda mu, sigma, theta: dist.MixtureSameFamily(
                 dist.Categorical(torch.stack([theta, 1 - theta], -1)), dist.Normal(mu, sigma)), plate=data),
         )

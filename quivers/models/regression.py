@@ -10,11 +10,24 @@ from ..program import Latent, MonadicProgram, Observed, Plate
 __all__ = ["BayesianLinearRegression", "BayesianLogisticRegression"]
 
 
-def _weights(num_features: int, scale: float) -> dist.Distribution:
-    return dist.Independent(dist.Normal(torch.zeros(num_features), scale), 1)
+class _Regression(MonadicProgram):
+    """Shared priors: ``w ~ N(0, prior_scale I_D)``, ``b ~ N(0, prior_scale)``, as buffers so
+    they follow the model's device and dtype."""
+
+    def __init__(self, num_features: int, prior_scale: float) -> None:
+        super().__init__()
+        self.register_buffer("w_loc", torch.zeros(num_features))
+        self.register_buffer("prior_scale", torch.tensor(float(prior_scale)))
+        self.register_buffer("one", torch.tensor(1.0))
+
+    def _w(self) -> dist.Distribution:
+        return dist.Independent(dist.Normal(self.w_loc, self.prior_scale), 1)
+
+    def _b(self) -> dist.Distribution:
+        return dist.Normal(torch.zeros_like(self.prior_scale), self.prior_scale)
 
 
-class BayesianLogisticRegression(MonadicProgram):
+class BayesianLogisticRegression(_Regression):
     """``w ~ N(0, prior_scale I_D)``, ``b ~ N(0, prior_scale)``,
     ``y_i ~ Bernoulli(logits = x_i . w + b)``.
 
@@ -32,16 +45,16 @@ class BayesianLogisticRegression(MonadicProgram):
     """
 
     def __init__(self, num_features: int, prior_scale: float = 1.0, num_data: int | None = None) -> None:
-        super().__init__()
+        super().__init__(num_features, prior_scale)
         data = Plate("data", size=num_data)
         self.declare(
-            Latent("w", lambda: _weights(num_features, prior_scale)),
-            Latent("b", lambda: dist.Normal(0.0, prior_scale)),
+            Latent("w", self._w),
+            Latent("b", self._b),
             Observed("y", lambda w, b, x: dist.Bernoulli(logits=(x * w).sum(-1) + b), plate=data),
         )
 
 
-class BayesianLinearRegression(MonadicProgram):
+class BayesianLinearRegression(_Regression):
     """``w ~ N(0, prior_scale I_D)``, ``b ~ N(0, prior_scale)``, ``sigma ~ HalfNormal(1)``,
     ``y_i ~ N(x_i . w + b, sigma)``.
 
@@ -50,11 +63,11 @@ class BayesianLinearRegression(MonadicProgram):
     """
 
     def __init__(self, num_features: int, prior_scale: float = 1.0, num_data: int | None = None) -> None:
-        super().__init__()
+        super().__init__(num_features, prior_scale)
         data = Plate("data", size=num_data)
         self.declare(
-            Latent("w", lambda: _weights(num_features, prior_scale)),
-            Latent("b", lambda: dist.Normal(0.0, prior_scale)),
-            Latent("sigma", lambda: dist.HalfNormal(1.0)),
+            Latent("w", self._w),
+            Latent("b", self._b),
+            Latent("sigma", lambda: dist.HalfNormal(self.one)),
             Observed("y", lambda w, b, sigma, x: dist.Normal((x * w).sum(-1) + b, sigma), plate=data),
         )

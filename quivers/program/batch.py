@@ -86,7 +86,13 @@ def _as_tensor(key: str, v: Any) -> torch.Tensor:
 
 def _validate_fields(program: MonadicProgram, batch: Mapping[str, torch.Tensor]) -> None:
     checked = program._checked
+    device = program.device_of(None)  # of the program's parameters and buffers, if it has any
     for k, v in batch.items():
+        if device is not None and k not in program.plates and v.device != device:
+            raise BatchError(
+                f"batch field {k!r} is on {v.device} but the model's parameters and buffers are on {device}; "
+                f"move the batch to the model's device ({{k: v.to({str(device)!r}) for k, v in batch.items()}})"
+            )
         if k in program.plates or checked.seen(v, k):
             continue
         if v.numel() == 0:

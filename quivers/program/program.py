@@ -315,9 +315,10 @@ class MonadicProgram(Recordable, nn.Module):
         ------
         BatchError
             On an unknown key, a value that is not a real tensor (a non-numeric or
-            complex value), a non-finite value in a float field, an empty field, a
-            subsample index out of range, or a field whose length along a subsampled
-            plate is not the plate's size.
+            complex value), a field on another device than the program's parameters
+            and buffers (with validation on), a non-finite value in a float field, an
+            empty field, a subsample index out of range, or a field whose length along
+            a subsampled plate is not the plate's size.
         """
         return prepare_batch(self, batch, subsample)
 

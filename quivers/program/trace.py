@@ -70,7 +70,9 @@ class Trace(OrderedDict):
         """
         terms = [s.log_prob for s in self.values() if s.log_prob is not None]
         if not terms:
-            return torch.zeros(self.sample_shape)
+            ref = next((s.value for s in self.values() if isinstance(s.value, torch.Tensor)), None)
+            kw = {"dtype": ref.dtype, "device": ref.device} if ref is not None and ref.is_floating_point() else {}
+            return torch.zeros(self.sample_shape, **kw)
         return torch.stack(torch.broadcast_tensors(*terms)).sum(0)
 
     def values_of(self, kinds: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
