@@ -98,5 +98,21 @@ def test_svimodule_skip_counts_and_logs(tmp_path):
     trainer = _trainer(tmp_path, 2)
     trainer.fit(module, _loader(BAD, GOOD, GOOD))
     assert module.num_skipped_steps == 1
-    assert trainer.global_step == 2  # skipped steps do not count
+    assert trainer.global_step == 2  # Lightning counts the skipped step: two batches ran, one step applied
+    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2
     assert float(trainer.callback_metrics["train/skipped_steps"]) == 1.0
+
+
+def test_a_run_of_skipped_steps_warns_once():
+    model = Fragile()
+    guide = AutoNormalGuide(model)
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.1), on_nonfinite="skip")
+    with pytest.warns(RuntimeWarning, match="last 10 steps were all skipped") as record:
+        for _ in range(25):
+            svi.step(BAD)
+    assert svi.num_skipped_steps == 25
+    assert sum("were all skipped" in str(w.message) for w in record) == 1  # once per run of skips
+    svi.step(GOOD)
+    with pytest.warns(RuntimeWarning, match="last 10 steps"):
+        for _ in range(10):
+            svi.step(BAD)

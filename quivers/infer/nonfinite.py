@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,7 +12,8 @@ from ..errors import NonFiniteLossError
 from ..guides.guide import Guide
 from ..program import MonadicProgram
 
-__all__ = ["NON_FINITE_POLICIES", "check_policy", "step_is_finite", "nonfinite_sites", "nonfinite_error"]
+__all__ = ["NON_FINITE_POLICIES", "check_policy", "step_is_finite", "nonfinite_sites", "nonfinite_error",
+           "SkippedSteps"]
 
 NON_FINITE_POLICIES = ("raise", "skip")
 
@@ -27,6 +29,37 @@ def check_policy(on_nonfinite: str) -> str:
     if on_nonfinite not in NON_FINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NON_FINITE_POLICIES}, got {on_nonfinite!r}")
     return on_nonfinite
+
+
+class SkippedSteps:
+    """Counts the steps ``on_nonfinite="skip"`` dropped, and warns once per run of
+    ``patience`` consecutive ones: a fit that skips step after step is not progressing.
+
+    Attributes
+    ----------
+    total : int
+        Steps skipped so far.
+    """
+
+    def __init__(self, patience: int = 10) -> None:
+        self.total = 0
+        self.patience = int(patience)
+        self._run = 0
+
+    def skipped(self, step: int) -> None:
+        """Count a skipped step (``step``: its number, for the warning)."""
+        self.total += 1
+        self._run += 1
+        if self._run == self.patience:
+            warnings.warn(
+                f"step {step}: the last {self.patience} steps were all skipped for a non-finite loss or gradient "
+                f"({self.total} skipped so far); the fit is not progressing: lower the learning rate, check the "
+                "model's sites and data, or use on_nonfinite='raise' to see which site fails", RuntimeWarning,
+                stacklevel=3)
+
+    def applied(self) -> None:
+        """A step was applied: the run of skipped steps ends."""
+        self._run = 0
 
 
 def step_is_finite(loss: torch.Tensor, params: Iterable[torch.Tensor]) -> bool:

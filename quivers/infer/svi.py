@@ -11,7 +11,7 @@ from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
 from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
-from .nonfinite import check_policy, nonfinite_error, step_is_finite
+from .nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
 
 __all__ = ["SVI"]
 
@@ -43,7 +43,8 @@ class SVI:
         What a step with a non-finite loss or gradient does. ``"raise"`` (default): raise
         :class:`~quivers.errors.NonFiniteLossError` naming the sites whose log-density is
         non-finite, without applying the step. ``"skip"``: drop the step (parameters and
-        optimizer state unchanged), count it in :attr:`num_skipped_steps`, and go on.
+        optimizer state unchanged), count it in :attr:`num_skipped_steps`, and go on; a
+        ``RuntimeWarning`` says so after 10 skipped steps in a row.
 
     Attributes
     ----------
@@ -77,7 +78,7 @@ class SVI:
     ) -> None:
         self.on_nonfinite = check_policy(on_nonfinite)
         check_guide(model, guide, "SVI")
-        self.num_skipped_steps = 0
+        self._skipped = SkippedSteps()
         self._num_steps = 0
         self.model = model
         self.guide = guide
@@ -124,10 +125,16 @@ class SVI:
             self.optim.zero_grad(set_to_none=True)
             if self.on_nonfinite == "raise":
                 raise nonfinite_error(self.model, self.guide, batch, float(loss.detach()), self._num_steps)
-            self.num_skipped_steps += 1
+            self._skipped.skipped(self._num_steps)
             return float(loss.detach())
         self._optim_step()
+        self._skipped.applied()
         return float(loss.detach())
+
+    @property
+    def num_skipped_steps(self) -> int:
+        """Steps dropped for a non-finite loss or gradient (``on_nonfinite="skip"``)."""
+        return self._skipped.total
 
     @torch.no_grad()
     def evaluate_loss(self, batch: Mapping[str, Any] | None = None) -> float:

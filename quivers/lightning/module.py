@@ -18,7 +18,7 @@ from ..guides.composite import guide_from_spec
 from ..guides.guide import Guide, check_guide
 from ..infer.compiled import CompiledObjective
 from ..infer.elbo import ELBO, Trace_ELBO
-from ..infer.nonfinite import check_policy, nonfinite_error, step_is_finite
+from ..infer.nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
 from ..spec import Recordable, SpecError, from_spec, object_path
@@ -124,7 +124,9 @@ class SVIModule(L.LightningModule):
         :class:`~quivers.errors.NonFiniteLossError` naming the sites whose log-density is
         non-finite, before the optimizer step (default), or skip the optimizer step,
         count it in :attr:`num_skipped_steps` and log ``train/skipped_steps``. A skipped
-        step does not advance ``global_step``.
+        step still counts in ``trainer.global_step`` (Lightning counts the steps it ran),
+        so ``max_steps`` includes it; a ``RuntimeWarning`` says so after 10 skipped steps
+        in a row.
     trusted : sequence of str
         Module prefixes whose classes and functions specs may name (see
         :mod:`quivers.trust`): needed when a spec (a checkpoint's) names your own
@@ -205,7 +207,7 @@ class SVIModule(L.LightningModule):
             "on_nonfinite": on_nonfinite,
         })
         self.on_nonfinite = on_nonfinite
-        self.num_skipped_steps = 0
+        self._skipped = SkippedSteps()
         self._last_batch: Mapping[str, torch.Tensor] | None = None
         self._step_values: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._compiled = CompiledObjective(self.elbo, self.model, self.guide) if compile else None
@@ -298,12 +300,18 @@ class SVIModule(L.LightningModule):
             if self.on_nonfinite == "raise":
                 raise nonfinite_error(self.model, self.guide, self._last_batch, float(loss.detach()),
                                       self.global_step + 1)
-            self.num_skipped_steps += 1
+            self._skipped.skipped(self.global_step + 1)
             self._step_values = None  # a skipped step stays out of the epoch means
             self.log("train/skipped_steps", float(self.num_skipped_steps), on_step=True, on_epoch=False)
             return None
         optimizer.step()
+        self._skipped.applied()
         return None
+
+    @property
+    def num_skipped_steps(self) -> int:
+        """Steps dropped for a non-finite loss or gradient (``on_nonfinite="skip"``)."""
+        return self._skipped.total
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._step_values is not None:
