@@ -15,6 +15,7 @@ __all__ = [
     "SupportError",
     "GuideError",
     "CheckpointError",
+    "ConfigError",
     "NonFiniteLossError",
 ]
 
@@ -50,6 +51,13 @@ class CheckpointError(QuiversError):
     """A checkpoint cannot be loaded: the file is missing, truncated or corrupted, was not
     written by ``SVIModule``, comes from an incompatible quivers version, or holds the
     parameters of another model or guide (names or shapes differ)."""
+
+
+class ConfigError(QuiversError):
+    """A training or data setting is invalid: a learning rate that is not a positive finite
+    number, an argument the optimizer or objective does not take, a data module that is
+    empty, has 0-d fields, a fractional batch size, or a plate or row count that does not
+    match the model."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch.distributions import constraints
 
 from .errors import QuiversError
 
-__all__ = ["Recordable", "SpecError", "to_spec", "from_spec", "import_path", "object_path"]
+__all__ = ["Recordable", "SpecError", "to_spec", "from_spec", "import_path", "object_path", "check_arguments"]
 
 
 class SpecError(QuiversError):
@@ -108,6 +108,44 @@ def object_path(obj: Any) -> str:
     if not mod or not qual or "<" in qual:
         raise SpecError(f"{obj!r} is not importable by path (a lambda or a local definition?)")
     return f"{mod}.{qual}"
+
+
+def check_arguments(target: Any, names: Iterable[str], what: str, error: type[QuiversError] = SpecError,
+                    skip: Iterable[str] = ()) -> None:
+    """Check that ``target`` (a class or function) accepts every keyword in ``names``,
+    before it is called.
+
+    Parameters
+    ----------
+    target : callable
+        The class or function the arguments go to.
+    names : iterable of str
+        Keyword argument names.
+    what : str
+        What the arguments configure, for the message (``"guide"``, ``"optimizer_kwargs"``).
+    error : type
+        The error class raised.
+    skip : iterable of str
+        Parameters supplied otherwise (``params`` of an optimizer, ``model`` of a guide),
+        left out of the list of valid names.
+
+    Raises
+    ------
+    QuiversError
+        ``error``, naming the unknown argument, the target and its valid arguments.
+    """
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # no signature to check (some builtins)
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if n not in ("self", *skip)
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        name = getattr(target, "__qualname__", repr(target))
+        raise error(f"{what}: {name} takes no argument {unknown[0]!r}; its arguments are {valid}")
 
 
 def import_path(path: str, allowed: Callable[[str], bool] | None = None) -> Any:
@@ -206,11 +244,15 @@ def from_spec(spec: Any, **extra: Any) -> Any:
     if "callable" in spec:
         return import_path(spec["callable"])
     if "partial" in spec:
-        return functools.partial(import_path(spec["partial"]), *from_spec(spec["args"]), **from_spec(spec["kwargs"]))
+        func = import_path(spec["partial"])
+        kwargs = from_spec(spec["kwargs"])
+        check_arguments(func, kwargs, spec["partial"])
+        return functools.partial(func, *from_spec(spec["args"]), **kwargs)
     if "constraint" in spec:
         return _CONSTRAINTS[spec["constraint"]]
     if "class_path" in spec:
         cls = import_path(spec["class_path"])
+        check_arguments(cls, [*spec.get("init_args", {}), *extra], spec["class_path"])
         args = {k: from_spec(v) for k, v in spec.get("init_args", {}).items()}
         return cls(**args, **extra)
     raise SpecError(f"not a spec: {spec!r}")

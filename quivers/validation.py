@@ -6,14 +6,22 @@ saves its cost in tight loops once a model is known to be correct.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import zuko.distributions  # noqa: F401 - imported here, once, for its side effect (below)
 from torch.distributions import Distribution
 
-__all__ = ["enable_validation", "is_validation_enabled", "validation_enabled", "ValidationCache"]
+__all__ = ["enable_validation", "is_validation_enabled", "validation_enabled", "ValidationCache", "check_positive_int"]
 
 _VALIDATION = True
+# importing zuko turns torch's argument validation off for every distribution
+# (``Distribution._validate_args = False`` in zuko/distributions.py): import it now, before
+# anything else can, and put torch's default back to quivers' setting
+Distribution.set_default_validate_args(_VALIDATION)
 
 
 def enable_validation(is_enabled: bool = True) -> None:
@@ -81,3 +89,29 @@ class ValidationCache:
         if len(self._passed) >= self._max:
             self._passed.clear()
         self._passed[(id(tensor), tensor._version, what)] = weakref.ref(tensor)
+
+
+def check_positive_int(value: Any, what: str, error: type[Exception]) -> int:
+    """``value`` as an ``int`` >= 1: an integer, or an integral finite number (``5.0``, a
+    0-d tensor's item).
+
+    Parameters
+    ----------
+    value : int
+        The count (a plate size, ``num_particles``, ``num_samples``, a batch size, ...).
+    what : str
+        Its name, for the message.
+    error : type
+        The :class:`~quivers.errors.QuiversError` subclass raised.
+
+    Raises
+    ------
+    QuiversError
+        ``error``, if ``value`` is a bool, not a number, NaN, infinite, fractional or < 1.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or int(value) != value or value < 1:
+        raise error(f"{what} must be a positive int, got {value!r}")
+    return int(value)

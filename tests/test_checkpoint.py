@@ -7,12 +7,13 @@ import textwrap
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from quivers.datasets import EightSchoolsData
+from quivers.datasets import EightSchoolsData, TensorDataModule
 from quivers.guides import AutoDeltaGuide, AutoNormalGuide, init_to_median
 from quivers.infer import Trace_ELBO
 from quivers.lightning import SVIModule
-from quivers.models import EightSchools
+from quivers.models import BayesianLinearRegression, EightSchools
 
 
 def _trainer(tmp_path, steps, **kw):
@@ -86,3 +87,33 @@ def test_unrecordable_argument_warns_and_reload_uses_default(tmp_path):
     again = SVIModule.load_from_checkpoint(tmp_path / "m.ckpt")
     assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), again.state_dict().values(),
                                                   strict=True))
+
+
+def _minibatch_fit(root, steps, ckpt_path=None, seed=0, **trainer_kw):
+    L.seed_everything(seed)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(100, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(100, generator=g)
+    model = BayesianLinearRegression(3)
+    module = SVIModule(model, AutoNormalGuide(model), lr=0.05)
+    data = TensorDataModule({"x": x, "y": y}, batch_size=16)  # 7 shuffled batches an epoch
+    trainer = _trainer(root, steps, **trainer_kw)
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_resume_mid_epoch_with_shuffled_minibatches_equals_uninterrupted(tmp_path):
+    """The data loader's position and shuffling state travel in the checkpoint (torchdata's
+    StatefulDataLoader): a fit stopped after 10 steps (3 batches into the second epoch)
+    and resumed under another global seed sees the uninterrupted fit's batches."""
+    straight, _ = _minibatch_fit(tmp_path / "a", 30)
+    every_10 = ModelCheckpoint(tmp_path / "b", every_n_train_steps=10, save_top_k=-1)
+    _minibatch_fit(tmp_path / "b", 20, callbacks=[every_10])  # killed after step 20, say
+    mid = tmp_path / "b" / "epoch=1-step=10.ckpt"
+    resumed, _ = _minibatch_fit(tmp_path / "c", 30, ckpt_path=mid, seed=123)
+    L.seed_everything(0)
+    start = AutoNormalGuide(BayesianLinearRegression(3)).state_dict()
+    assert any((straight.guide.state_dict()[k] - v).abs().max() > 1e-2 for k, v in start.items())  # it moved
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        # the same float32 operations in the same order: equal up to summation order (~1e-7)
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), (k, (a - b).abs().max())

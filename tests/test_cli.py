@@ -111,3 +111,65 @@ def test_predict_on_a_minibatched_data_module_gathers_every_row(tmp_path, capsys
     pred = torch.load(sorted((tmp_path / "varying_intercepts").glob("version_*"))[-1] / "predictions.pt")
     assert pred["y"].shape == (20, 20000) and pred["a"].shape == (20, 100)
     assert torch.isfinite(pred["y"]).all()
+
+
+def _small_config(tmp_path, **model):
+    cfg = yaml.safe_load((ROOT / "configs" / "eight_schools.yaml").read_text())
+    cfg["trainer"] = {"max_steps": 5, "enable_progress_bar": False, "enable_model_summary": False}
+    cfg["model"].update(model)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.guide.init_args.init_scal", "0.1"], "init_scal"),
+    (["--model.lr", "0"], "the learning rate must be a finite number > 0"),
+    (["--ckpt_path", "missing.ckpt"], "--ckpt_path: checkpoint file not found"),
+    (["--lr_scheduler", "torch.optim.lr_scheduler.StepLR"], "lr_scheduler"),
+    (["--optimizer", "torch.optim.SGD"], "optimizer"),
+], ids=["unknown-guide-argument", "zero-lr", "missing-checkpoint", "lr-scheduler", "optimizer"])
+def test_bad_arguments_are_parser_errors_and_write_nothing(tmp_path, monkeypatch, capsys, args, message):
+    """Each stops with exit status 2 and a message naming the key, before any file is
+    written (the run folder included); --optimizer/--lr_scheduler are not offered, since
+    the module configures its own optimizer (LightningCLI ignored --lr_scheduler alone)."""
+    cfg = _small_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = _files(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(cfg), *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert _files(tmp_path) == before
+
+
+def test_an_unknown_guide_argument_in_a_config_file_is_a_parser_error(tmp_path, monkeypatch, capsys):
+    cfg = _small_config(tmp_path, guide={"class_path": "quivers.guides.AutoNormalGuide",
+                                         "init_args": {"init_scal": 0.1}})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(cfg)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "AutoNormalGuide takes no argument 'init_scal'" in err and "init_scale" in err
+    assert _files(tmp_path) == ["cfg.yaml"]
+
+
+def test_without_a_logger_each_run_gets_a_fresh_folder(tmp_path, monkeypatch, capsys):
+    """--trainer.logger false: nothing lands in the working directory and the second run
+    does not overwrite the first."""
+    cfg = _small_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QUIVERS_RUN_DIR", raising=False)
+    for _ in range(2):
+        main(["fit", "--config", str(cfg), "--trainer.logger", "false", "--summary_samples", "50"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "runs"]
+    runs = tmp_path / "runs" / "quivers"
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
+    for run in runs.iterdir():
+        assert (run / "posterior_summary.csv").exists() and (run / "config.yaml").exists()
+        assert list((run / "checkpoints").glob("*.ckpt"))

@@ -133,7 +133,7 @@ def test_flows_on_a_skewed_1d_target(name):
 
 
 def test_bad_arguments():
-    with pytest.raises(GuideError, match="num_flows must be a positive integer"):
+    with pytest.raises(GuideError, match="num_flows must be a positive int, got"):
         AutoIAFNormal(Banana(), num_flows=0)
     with pytest.raises(GuideError, match="hidden_factors must be positive integers"):
         AutoBNAFNormal(Banana(), hidden_factors=())
@@ -169,3 +169,23 @@ def test_checkpoint_round_trip_in_a_fresh_process(name, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     got = torch.tensor(eval(r.stdout.strip().splitlines()[-1]))
     assert torch.allclose(got, want.reshape(got.shape), atol=1e-6)
+
+
+def test_building_a_flow_guide_leaves_torch_validation_on():
+    """zuko's import sets ``Distribution._validate_args = False`` for all of torch; quivers
+    imports zuko first and restores torch's default, so a flow guide does not turn off the
+    checks every other distribution relies on (in a fresh process: zuko not yet imported)."""
+    code = (
+        "import torch.distributions as D\n"
+        "from quivers.guides import AutoIAFNormal\n"
+        "from quivers.models import EightSchools\n"
+        "AutoIAFNormal(EightSchools())\n"
+        "import zuko.flows\n"
+        "assert D.Distribution._validate_args is True\n"
+        "try:\n"
+        "    D.Normal(0.0, -1.0)\n"
+        "except ValueError:\n"
+        "    print('validated')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "validated", r.stderr[-2000:]

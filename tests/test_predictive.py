@@ -137,8 +137,8 @@ def test_predictive_from_posterior_samples():
 @pytest.mark.parametrize("kwargs,match", [
     ({"posterior_samples": {"nope": torch.zeros(3)}}, "not sites"),
     ({"posterior_samples": {"w": torch.zeros(3)}, "num_samples": 4}, "num_samples=4"),
-    ({"num_samples": 0}, "positive integer"),
-    ({"num_samples": 2.5}, "positive integer"),
+    ({"num_samples": 0}, "positive int, got"),
+    ({"num_samples": 2.5}, "positive int, got"),
 ])
 def test_predictive_bad_arguments(kwargs, match):
     with pytest.raises(BatchError, match=match):

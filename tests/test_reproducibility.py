@@ -79,6 +79,7 @@ def test_svi_is_bitwise_identical_in_a_fresh_process(tmp_path):
     out = tmp_path / "params.pt"
     script = textwrap.dedent(f"""
         import sys, torch
+        torch.set_num_threads({torch.get_num_threads()})  # as this process: BLAS results depend on it
         sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
         from test_reproducibility import svi_fit
         from quivers.guides import AutoMultivariateNormal

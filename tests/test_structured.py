@@ -112,7 +112,7 @@ def test_median_falls_back_to_draws_with_custom_parts():
     ({"dependencies": {"eta": {"mu": "quadratic"}}}, r"dependency of 'eta' on 'mu' must be 'linear'"),
     ({"dependencies": "full"}, r"dependencies must be 'linear', a dict or None"),
     ({"conditionals": {"eta": lambda s, loc: _StudentT(s, loc[:2])}}, r"site 'eta' must have batch_shape \(\)"),
-    ({"init_scale": 0.0}, "init_scale must be positive"),
+    ({"init_scale": 0.0}, "init_scale must be a finite number > 0"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(GuideError, match=match):

@@ -117,3 +117,24 @@ def test_a_field_whose_plate_dim_has_the_wrong_length_is_a_batch_error():
     model = TwoPlates()
     with pytest.raises(BatchError, match="batch field 'c'.*plate 'cols' \\(size 9\\)"):
         model.prepare({"y": torch.zeros(12, 9), "r": torch.zeros(12, 1), "c": torch.zeros(5)})
+
+
+def test_fields_of_a_plate_must_agree_on_its_rows():
+    """Without subsampling, the fields of a plate hold the same rows along its dim: a leading
+    dim of 1 is a mistake (it used to broadcast silently), an inner plate's dim of 1 broadcasts."""
+    from quivers.errors import BatchError
+
+    class Unsampled(MonadicProgram):
+        def __init__(self):
+            super().__init__()
+            rows, cols = Plate("rows", dim=-2), Plate("cols", dim=-1)
+            self.declare(Latent("mu", lambda: dist.Normal(0.0, 1.0)),
+                         Observed("y", lambda mu, r, c: dist.Normal(mu + r + c, 1.0), plate=(rows, cols)))
+
+    model = Unsampled()
+    y, c = torch.zeros(6, 4), torch.zeros(4)
+    model.prepare({"y": y, "r": torch.zeros(6, 1), "c": c})  # r varies along the rows only
+    with pytest.raises(BatchError, match="plate 'rows' disagree on its rows: 'y' has 6 along dim 0, 'r' has 1"):
+        model.prepare({"y": y, "r": torch.zeros(1, 1), "c": c})
+    with pytest.raises(BatchError, match="plate 'cols' disagree on its rows: 'y' has 4 along dim 1, 'c' has 3"):
+        model.prepare({"y": y, "r": torch.zeros(6, 1), "c": torch.zeros(3)})

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ..errors import BatchError
+from ..errors import BatchError, ConfigError
+from ..validation import check_positive_int
 
 __all__ = ["RowDataset", "TensorDataModule"]
 
@@ -20,9 +24,7 @@ class RowDataset(Dataset):
 
     def __init__(self, fields: Mapping[str, torch.Tensor], index_key: str | None = None,
                  rows: torch.Tensor | None = None) -> None:
-        lengths = {k: len(v) for k, v in fields.items()}
-        if len(set(lengths.values())) != 1:
-            raise BatchError(f"fields must have the same number of rows, got {lengths}")
+        lengths = _row_counts(fields)
         self.fields = dict(fields)
         self.index_key = index_key
         n = next(iter(lengths.values()))
@@ -37,6 +39,34 @@ class RowDataset(Dataset):
         if self.index_key is not None:
             item[self.index_key] = torch.as_tensor(i)
         return item
+
+
+def _row_counts(fields: Mapping[str, Any]) -> dict[str, int]:
+    """Rows (leading dim) of each field, checked: at least one field, each a tensor with a
+    row dim, all equally long, at least one row.
+
+    Raises
+    ------
+    BatchError
+        Naming the field at fault.
+    """
+    if not isinstance(fields, Mapping) or not fields:
+        raise BatchError("a data module needs a non-empty mapping of field name -> tensor")
+    lengths = {}
+    for k, v in fields.items():
+        if not isinstance(v, torch.Tensor):
+            raise BatchError(f"data field {k!r}: expected a tensor, got {type(v).__name__}")
+        if v.dim() == 0:
+            raise BatchError(
+                f"data field {k!r} is 0-d; fields hold one row per element of the data plate along dim 0 "
+                "(a constant belongs in the model, e.g. as a buffer or a step's default)"
+            )
+        lengths[k] = len(v)
+    if len(set(lengths.values())) != 1:
+        raise BatchError(f"data fields must have the same number of rows, got {lengths}")
+    if not next(iter(lengths.values())):
+        raise BatchError(f"the data module is empty: its fields have 0 rows ({lengths})")
+    return lengths
 
 
 class _RepeatedBatch(Dataset):
@@ -56,35 +86,49 @@ class TensorDataModule(L.LightningDataModule):
     """A ``LightningDataModule`` over in-memory tensors, yielding dict batches.
 
     Batches are ``{field: tensor}`` with rows along the leading dimension, plus the rows'
-    indices under the plate's name (``batch[plate]``, a ``LongTensor``) when
-    ``with_indices`` is set, so guides can select local latents. The full training set
-    is one batch by default.
+    indices under the plate's name (``batch[plate]``, a ``LongTensor``) where a batch
+    holds only some of the rows, so guides select the matching local latents and the
+    model scales the batch by ``N / rows``. The full training set is one batch by default.
+
+    Shuffled minibatches come from torchdata's ``StatefulDataLoader``, whose position and
+    shuffling state Lightning saves in checkpoints: a fit resumed from a mid-epoch
+    checkpoint sees the same batches as the uninterrupted fit.
 
     Parameters
     ----------
     fields : mapping of str to tensor
-        Equally long tensors: observed values and program inputs.
+        Equally long tensors (at least one row, rows along dim 0): observed values and
+        program inputs.
     plate : str
         Name of the model's data plate; its global size is :attr:`num_data`.
     batch_size : int, optional
         Rows per batch (``None``: the full training set in one batch).
     val_fraction : float
         Fraction of rows held out for validation (default 0: no validation set).
-    with_indices : bool
-        Put the row indices in each batch under ``plate`` (needed for local latents
-        in the data plate).
+    with_indices : bool, optional
+        Put the row indices in each training and prediction batch under ``plate``.
+        ``None`` (default): whenever a batch holds only some of the rows (minibatches,
+        or rows split across devices) and the model being fitted has the plate.
     seed : int
         Seed of the train/validation split.
     steps_per_epoch : int
-        With ``batch_size=None`` on one device, yield the full batch this many times
-        per epoch (an "epoch" of one step is too short for progress bars and epoch
-        logs). Leave at 1 for multi-device training, where the rows are split across
-        ranks.
+        With ``batch_size=None``, yield the full batch this many times per epoch (an
+        "epoch" of one step is too short for progress bars and epoch logs); across
+        several devices each rank gets the full batch for its share of the steps.
 
     Attributes
     ----------
     num_data : int
         Number of training rows: the global size of the data plate.
+
+    Raises
+    ------
+    BatchError
+        If ``fields`` is empty, a field is not a tensor or is 0-d, the fields' row
+        counts differ, or they have no rows.
+    ConfigError
+        If ``batch_size`` or ``steps_per_epoch`` is not a positive int, or
+        ``val_fraction`` is not in ``[0, 1)`` or leaves no training row.
     """
 
     def __init__(
@@ -93,48 +137,64 @@ class TensorDataModule(L.LightningDataModule):
         plate: str = "data",
         batch_size: int | None = None,
         val_fraction: float = 0.0,
-        with_indices: bool = False,
+        with_indices: bool | None = None,
         seed: int = 0,
         steps_per_epoch: int = 1,
     ) -> None:
         super().__init__()
-        if steps_per_epoch < 1:
-            raise BatchError(f"steps_per_epoch must be a positive int, got {steps_per_epoch}")
-        self.steps_per_epoch = int(steps_per_epoch)
-        if not 0.0 <= val_fraction < 1.0:
-            raise BatchError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-        self.fields = {k: torch.as_tensor(v) for k, v in fields.items()}
+        fields = {k: torch.as_tensor(v) for k, v in fields.items()} if isinstance(fields, Mapping) else fields
+        n = next(iter(_row_counts(fields).values()))
+        self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch", ConfigError)
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size", ConfigError)
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) \
+                or not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+        n_val = int(round(val_fraction * n))
+        if n_val >= n:
+            raise ConfigError(f"val_fraction={val_fraction} holds out all {n} rows; no training row is left")
+        self.fields = fields
         self.plate = plate
         self.batch_size = batch_size
         self.with_indices = with_indices
-        n = len(next(iter(self.fields.values())))
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        n_val = int(round(val_fraction * n))
         self.val_rows = perm[:n_val].sort().values
         self.train_rows = perm[n_val:].sort().values if n_val else torch.arange(n)
-        if batch_size is not None and batch_size < 1:
-            raise BatchError(f"batch_size must be a positive int or None, got {batch_size}")
 
     @property
     def num_data(self) -> int:
         """Global number of training rows (the data plate's size)."""
         return len(self.train_rows)
 
-    def _loader(self, rows: torch.Tensor, shuffle: bool) -> DataLoader:
-        ds = RowDataset(self.fields, self.plate if self.with_indices else None, rows)
+    def _indices(self, rows: torch.Tensor) -> bool:
+        """Whether batches of ``rows`` carry their indices under the plate's name."""
+        if self.with_indices is not None:
+            return self.with_indices
+        trainer = self.trainer
+        model = getattr(getattr(trainer, "lightning_module", None), "model", None)
+        if trainer is None or self.plate not in getattr(model, "plates", {}):
+            return False
+        split = self.batch_size is not None and self.batch_size < len(rows)
+        return split or trainer.world_size > 1
+
+    def _loader(self, rows: torch.Tensor, shuffle: bool, indices: bool) -> DataLoader:
+        ds = RowDataset(self.fields, self.plate if indices else None, rows)
         bs = self.batch_size or len(rows)
-        return DataLoader(ds, batch_size=bs, shuffle=shuffle and bs < len(rows))
+        if shuffle and bs < len(rows):
+            return StatefulDataLoader(ds, batch_size=bs, shuffle=True)
+        return DataLoader(ds, batch_size=bs, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         if self.batch_size is None and self.steps_per_epoch > 1:
             return DataLoader(_RepeatedBatch(self.full_batch(), self.steps_per_epoch), batch_size=None)
-        return self._loader(self.train_rows, shuffle=True)
+        return self._loader(self.train_rows, True, self._indices(self.train_rows))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_rows, shuffle=False) if len(self.val_rows) else []
+        # held-out rows are not rows of the training plate: their positions are not plate indices
+        return self._loader(self.val_rows, False, bool(self.with_indices)) if len(self.val_rows) else []
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.train_rows, shuffle=False)
+        return self._loader(self.train_rows, False, self._indices(self.train_rows))
 
     def full_batch(self) -> dict[str, torch.Tensor]:
         """Every training row in one dict batch (with indices when ``with_indices``)."""

@@ -88,5 +88,5 @@ class DigitsData(TensorDataModule):
     see :func:`load_digits`."""
 
     def __init__(self, batch_size: int | None = 128, val_fraction: float = 0.0, seed: int = 0,
-                 with_indices: bool = False) -> None:
+                 with_indices: bool | None = None) -> None:
         super().__init__(load_digits(), "data", batch_size, val_fraction, with_indices=with_indices, seed=seed)

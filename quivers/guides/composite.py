@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 from ..errors import GuideError
 from ..program import MonadicProgram, PreparedBatch
 from ..shapes import reduce_to_sample
-from ..spec import from_spec, object_path
+from ..spec import SpecError, check_arguments, from_spec, object_path
 from .guide import Batch, Guide, LogProbTerms, Sites, check_guide
 
 __all__ = ["AutoGuideList", "AutoCallable", "guide_from_spec"]
@@ -26,15 +26,24 @@ def guide_from_spec(spec: Mapping[str, Any], model: MonadicProgram) -> Guide:
 
     Raises
     ------
-    TypeError
+    SpecError
+        If the class takes no argument of a name in ``init_args`` (nothing is built).
+    GuideError
         If the result is not a :class:`Guide`.
     """
+    if not isinstance(spec.get("class_path"), str):
+        raise SpecError(
+            f"guide: {dict(spec)!r} is not a guide spec; expected {{'class_path': ..., 'init_args': {{...}}}} "
+            "(an argument the guide class does not take ends up here from the command line)"
+        )
     cls = from_spec({"callable": spec["class_path"]})
+    takes_model = "model" in inspect.signature(cls).parameters
+    check_arguments(cls, spec.get("init_args", {}), f"guide {spec['class_path']}", skip=("model",))
     raw = getattr(cls, "spec_raw_args", ())  # arguments the class builds itself (with the model)
     args = {k: v if k in raw else from_spec(v) for k, v in spec.get("init_args", {}).items()}
-    guide = cls(model, **args) if "model" in inspect.signature(cls).parameters else cls(**args)
+    guide = cls(model, **args) if takes_model else cls(**args)
     if not isinstance(guide, Guide):
-        raise TypeError(f"{spec['class_path']} built a {type(guide).__name__}, not a Guide")
+        raise GuideError(f"guide: {spec['class_path']} built a {type(guide).__name__}, not a Guide")
     return guide
 
 

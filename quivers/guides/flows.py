@@ -23,10 +23,11 @@ from torch.distributions import AffineTransform, ComposeTransform, Transform
 
 from ..errors import GuideError
 from ..program import MonadicProgram
+from ..validation import check_positive_int
 from .bnaf import BlockNAF, BlockNAFTransform
 from .continuous import AutoContinuous
 from .guide import Batch
-from .initialization import InitFn, init_to_median
+from .initialization import InitFn, check_init_scale, init_to_median
 from .transforms import inv_softplus
 
 __all__ = ["AutoIAFNormal", "AutoBNAFNormal", "AutoNormalizingFlow"]
@@ -48,8 +49,7 @@ class _AutoFlow(AutoContinuous):
         init_loc_fn: InitFn | str,
         init_scale: float,
     ) -> None:
-        if not init_scale > 0:
-            raise GuideError(f"init_scale must be positive, got {init_scale!r}")
+        init_scale = check_init_scale(init_scale)
         super().__init__(model, observed_names, init_loc_fn)
         self.init_scale = float(init_scale)
         self.loc = nn.Parameter(self._init_loc())
@@ -152,8 +152,7 @@ class AutoIAFNormal(_AutoFlow):
         from zuko.flows import MaskedAutoregressiveTransform
         from zuko.nn import MaskedLinear
 
-        if int(num_flows) != num_flows or num_flows < 1:
-            raise GuideError(f"num_flows must be a positive integer, got {num_flows!r}")
+        num_flows = check_positive_int(num_flows, "num_flows", GuideError)
         super().__init__(model, observed_names, init_loc_fn, init_scale)
         d = self.latent_dim
         hidden = tuple(hidden_dims) if hidden_dims is not None else (3 * d + 5, 3 * d + 5)
@@ -220,8 +219,7 @@ class AutoBNAFNormal(_AutoFlow):
         init_loc_fn: InitFn | str = init_to_median,
         init_scale: float = 0.1,
     ) -> None:
-        if int(num_flows) != num_flows or num_flows < 1:
-            raise GuideError(f"num_flows must be a positive integer, got {num_flows!r}")
+        num_flows = check_positive_int(num_flows, "num_flows", GuideError)
         if not hidden_factors or any(int(a) != a or a < 1 for a in hidden_factors):
             raise GuideError(f"hidden_factors must be positive integers, got {hidden_factors!r}")
         super().__init__(model, observed_names, init_loc_fn, init_scale)

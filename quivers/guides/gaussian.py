@@ -27,7 +27,7 @@ from ..errors import GuideError
 from ..program import MonadicProgram, PreparedBatch
 from .continuous import AutoContinuous
 from .guide import Batch
-from .initialization import InitFn, init_to_median
+from .initialization import InitFn, check_init_scale, init_to_median
 from .transforms import LowerCholeskyAffine, inv_softplus
 
 __all__ = [
@@ -48,8 +48,7 @@ class _AutoGaussian(AutoContinuous):
         init_scale: float,
         batch_ndim: int,
     ) -> None:
-        if not init_scale > 0:
-            raise GuideError(f"init_scale must be positive, got {init_scale!r}")
+        init_scale = check_init_scale(init_scale)
         super().__init__(model, observed_names, init_loc_fn, batch_ndim)
         self.init_scale = float(init_scale)
         self.loc = nn.Parameter(self._init_loc())

@@ -277,7 +277,7 @@ def _check_quantiles(quantiles: float | Sequence[float] | torch.Tensor) -> tuple
     scalar = t.dim() == 0
     q = t.reshape(-1)
     if q.numel() == 0 or bool(((q < 0) | (q > 1)).any()) or not bool(torch.isfinite(q).all()):
-        raise ValueError(f"quantiles must lie in [0, 1], got {q.tolist()}")
+        raise GuideError(f"quantiles must be finite probabilities in [0, 1], got {q.tolist()}")
     return q, scalar
 
 

@@ -10,12 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 
-from ..errors import GuideError
 from ..program import MonadicProgram, PreparedBatch
 from ..shapes import reduce_to_sample
 from .auto import AutoGuide
 from .guide import Batch, LogProbTerms, Sites
-from .initialization import InitFn, init_to_median
+from .initialization import InitFn, check_init_scale, init_to_median
 from .registry import LatentSite
 from .transforms import inv_softplus
 
@@ -60,8 +59,7 @@ class AutoNormalGuide(AutoGuide):
         init_scale: float = 0.1,
         init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
-        if not init_scale > 0:
-            raise GuideError(f"init_scale must be positive, got {init_scale!r}")
+        init_scale = check_init_scale(init_scale)
         super().__init__(model, observed_names, init_loc_fn)
         self.init_scale = float(init_scale)
         self.locs = nn.ParameterDict()

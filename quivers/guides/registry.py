@@ -365,7 +365,8 @@ class LatentRegistry:
         Raises
         ------
         GuideError
-            On a shape that does not broadcast or a value outside the support.
+            On a shape that does not broadcast, a non-finite value, a value outside the
+            support, or one on its boundary (no finite unconstrained point maps to it).
         """
         like = tensor_like(site.prior) or {"dtype": torch.get_default_dtype()}  # a float64 model: float64 values
         value = torch.as_tensor(value).to(**like)
@@ -376,6 +377,16 @@ class LatentRegistry:
                 f"{what} for site {site.name!r} has shape {fmt_shape(value.shape)}, expected "
                 f"{fmt_shape(site.shape)} (or a shape that broadcasts to it)"
             ) from e
+        if not bool(torch.isfinite(value).all()):
+            raise GuideError(
+                f"{what} for site {site.name!r} holds {int((~torch.isfinite(value)).sum())} non-finite value(s) "
+                f"(NaN or inf); expected finite values in its support {site.support}"
+            )
         if not bool(site.support.check(value).all()):
             raise GuideError(f"{what} for site {site.name!r} lies outside its support {site.support}")
+        if site.transform is not None and not bool(torch.isfinite(site.transform.inv(value)).all()):
+            raise GuideError(
+                f"{what} for site {site.name!r} lies on the boundary of its support {site.support}, where the "
+                "unconstrained value is infinite; move it inside"
+            )
         return value

@@ -13,7 +13,7 @@ from ..errors import GuideError
 from ..program import MonadicProgram
 from .continuous import AutoContinuous
 from .guide import Batch, LogProbTerms, Sites
-from .initialization import InitFn, init_to_median
+from .initialization import InitFn, check_init_scale, init_to_median
 from .registry import LatentSite
 from .transforms import inv_softplus
 
@@ -127,8 +127,7 @@ class AutoStructured(AutoContinuous):
         init_loc_fn: InitFn | str = init_to_median,
         init_scale: float = 0.1,
     ) -> None:
-        if not init_scale > 0:
-            raise GuideError(f"init_scale must be positive, got {init_scale!r}")
+        init_scale = check_init_scale(init_scale)
         super().__init__(model, observed_names, init_loc_fn)
         names = self.registry.names
         conds = self._check_conditionals(conditionals, names)

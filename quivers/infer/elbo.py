@@ -9,11 +9,12 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
-from ..errors import GuideError
+from ..errors import ConfigError, GuideError, ShapeError
 from ..guides.guide import Guide, LogProbTerms
 from ..program import MonadicProgram, Trace
-from ..shapes import reduce_to_sample
+from ..shapes import fmt_shape, reduce_to_sample
 from ..spec import Recordable
+from ..validation import check_positive_int
 
 __all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "scaled_log_q"]
 
@@ -35,15 +36,13 @@ class ELBO(Recordable, nn.Module):
 
     Raises
     ------
-    ValueError
+    ConfigError
         If ``num_particles`` is not a positive integer.
     """
 
     def __init__(self, num_particles: int = 1, vectorize_particles: bool = True) -> None:
         super().__init__()
-        if int(num_particles) != num_particles or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-        self.num_particles = int(num_particles)
+        self.num_particles = check_positive_int(num_particles, "num_particles", ConfigError)
         self.vectorize_particles = bool(vectorize_particles)
 
     def particle_elbos(self, model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None) -> torch.Tensor:
@@ -116,9 +115,19 @@ def scaled_log_q(tr: Trace, terms: LogProbTerms, guide: Guide) -> torch.Tensor |
     GuideError
         If one term covers sites whose scales differ (the guide must split it, see
         :meth:`~quivers.guides.Guide.log_prob_terms`).
+    ShapeError
+        If a term's shape is neither the trace's ``sample_shape`` nor ``()`` (a user
+        guide's ``log_prob`` not summed over its sites' batch and event dims would
+        broadcast silently).
     """
     total: torch.Tensor | float = 0.0
     for names, lq in terms.items():
+        if isinstance(lq, torch.Tensor) and lq.dim() and lq.shape != tr.sample_shape:  # 0-d: a constant
+            raise ShapeError(
+                f"{type(guide).__name__}.log_prob gives shape {fmt_shape(lq.shape)} for sites {list(names)}, "
+                f"expected sample_shape {fmt_shape(tr.sample_shape)}: sum the log-density over each site's batch "
+                "and event dims"
+            )
         scales = {tr[n].scale for n in names if n in tr}
         if len(scales) > 1:
             raise GuideError(

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..guides.guide import Guide
 from ..program import MonadicProgram
 
@@ -23,11 +23,11 @@ def check_policy(on_nonfinite: str) -> str:
 
     Raises
     ------
-    ValueError
+    ConfigError
         If it is not ``"raise"`` or ``"skip"``.
     """
     if on_nonfinite not in NON_FINITE_POLICIES:
-        raise ValueError(f"on_nonfinite must be one of {NON_FINITE_POLICIES}, got {on_nonfinite!r}")
+        raise ConfigError(f"on_nonfinite must be one of {NON_FINITE_POLICIES}, got {on_nonfinite!r}")
     return on_nonfinite
 
 

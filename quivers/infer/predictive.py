@@ -11,6 +11,7 @@ from ..errors import BatchError
 from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
 from ..shapes import fmt_shape, to_trace_layout
+from ..validation import check_positive_int
 
 __all__ = ["Predictive"]
 
@@ -89,9 +90,7 @@ class Predictive:
                 raise BatchError(f"num_samples={num_samples} but posterior_samples hold {n} draws")
             num_samples = n
         num_samples = 1000 if num_samples is None else num_samples
-        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise BatchError(f"Predictive: num_samples must be a positive integer, got {num_samples!r}")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_positive_int(num_samples, "Predictive: num_samples", BatchError)
         self.return_sites = list(return_sites) if return_sites is not None else None
 
     @staticmethod

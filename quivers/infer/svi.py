@@ -12,6 +12,7 @@ from ..program import MonadicProgram
 from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
 from .nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
+from .optim import check_optimizer
 
 __all__ = ["SVI"]
 
@@ -56,8 +57,10 @@ class SVI:
     GuideError
         If ``guide`` was built for another model instance or samples sites that are not
         latent sites of ``model`` (see :func:`~quivers.guides.guide.check_guide`).
-    ValueError
-        If ``on_nonfinite`` is not ``"raise"`` or ``"skip"``.
+    ConfigError
+        If ``on_nonfinite`` is not ``"raise"`` or ``"skip"``, or a parameter group's
+        learning rate is not a finite number > 0 (also checked before every step, as a
+        scheduler may change it).
 
     Examples
     --------
@@ -78,6 +81,7 @@ class SVI:
     ) -> None:
         self.on_nonfinite = check_policy(on_nonfinite)
         check_guide(model, guide, "SVI")
+        check_optimizer(optim, "SVI")
         self._skipped = SkippedSteps()
         self._num_steps = 0
         self.model = model
@@ -108,11 +112,14 @@ class SVI:
         Raises
         ------
         QuiversError
-            On invalid input, before any parameter changes.
+            On invalid input, before any parameter changes (a
+            :class:`~quivers.errors.ConfigError` for a learning rate that is not a finite
+            number > 0).
         NonFiniteLossError
             On a non-finite loss or gradient with ``on_nonfinite="raise"``; the step is
             not applied.
         """
+        check_optimizer(self.optim, "SVI")
         self.optim.zero_grad(set_to_none=True)
         if self._objective is not None:
             loss = self._objective(batch)

@@ -2,5 +2,6 @@
 
 from .checkpoint import AtomicCheckpointIO
 from .module import SVIModule, build_guide
+from .predictions import GatherPredictions
 
-__all__ = ["SVIModule", "build_guide", "AtomicCheckpointIO"]
+__all__ = ["SVIModule", "build_guide", "AtomicCheckpointIO", "GatherPredictions"]

@@ -12,11 +12,21 @@ own ``trainer.plugins`` replace it), and read with ``weights_only=True`` when re
 are checked against :mod:`quivers.trust` before LightningCLI merges them into the config:
 they may name quivers', torch's and zuko's classes, the modules the config itself names,
 and those ``--model.trusted`` lists; anything else stops the command with a parser error
-before any file is written.
+before any file is written. So does any :class:`~quivers.errors.QuiversError` raised
+while the classes are built (an argument a guide does not take, a learning rate of 0).
+
+Under a multi-device strategy every rank asks for the run directory (``trainer.log_dir``
+is a collective), rank 0 alone writes the summary, and ``predict`` gathers every rank's
+draws on rank 0 (:class:`~quivers.lightning.GatherPredictions`). Without a logger
+(``--trainer.logger false``) each run gets a fresh ``runs/quivers/version_<k>`` (under
+``--trainer.default_root_dir`` when given), shared with the ranks a strategy launches.
+The module configures its own optimizer, so LightningCLI's ``--optimizer`` and
+``--lr_scheduler`` are not offered.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import warnings
 from typing import Any
@@ -25,13 +35,16 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 from ..datasets.base import TensorDataModule
-from ..errors import CheckpointError
+from ..errors import CheckpointError, QuiversError
 from ..trust import SpecPolicy
 from .checkpoint import check_version, read_checkpoint
 from .module import SVIModule, check_specs
+from .predictions import GatherPredictions
 from .summary import format_summary, plot_summary, posterior_summary, write_summary
 
 __all__ = ["QuiversCLI", "main"]
+
+_RUN_DIR_ENV = "QUIVERS_RUN_DIR"  # the run folder of a logger-less run, for the ranks DDP launches
 
 
 class QuiversCLI(LightningCLI):
@@ -52,7 +65,43 @@ class QuiversCLI(LightningCLI):
         if "weights_only" in cfg and cfg["weights_only"] is None:
             cfg["weights_only"] = True
 
-    before_fit = before_validate = before_test = before_predict = _load_weights_only
+    before_fit = before_validate = before_test = _load_weights_only
+
+    def before_predict(self) -> None:
+        self._load_weights_only()
+        self._gather = GatherPredictions()
+        self.trainer.callbacks.append(self._gather)
+
+    def before_instantiate_classes(self) -> None:
+        """Without a logger, Lightning writes checkpoints, config and summary into
+        ``default_root_dir`` (the working directory by default), over the previous run's:
+        give every such run a fresh ``version_<k>`` folder instead (shared with the
+        processes a multi-device strategy launches)."""
+        cfg = self.config[self.subcommand]
+        self._new_run_dir = None
+        if cfg.get("trainer.logger") not in (False, None, []):
+            return
+        if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(_RUN_DIR_ENV):
+            cfg["trainer.default_root_dir"] = os.environ[_RUN_DIR_ENV]  # a launched rank: rank 0's folder
+            return
+        root = pathlib.Path(cfg.get("trainer.default_root_dir") or pathlib.Path("runs") / "quivers")
+        k = 0
+        while (root / f"version_{k}").exists():
+            k += 1
+        self._new_run_dir = root / f"version_{k}"  # made once the classes are built
+        os.environ[_RUN_DIR_ENV] = str(self._new_run_dir)
+        cfg["trainer.default_root_dir"] = str(self._new_run_dir)
+
+    def instantiate_classes(self) -> None:
+        """Instantiate as LightningCLI does; a quivers error in the config's values (an
+        argument a guide does not take, a learning rate of 0, ...) is a parser error,
+        raised before anything is written."""
+        try:
+            super().instantiate_classes()
+        except QuiversError as e:
+            self.parser.error(f"{type(e).__name__}: {e}")
+        if getattr(self, "_new_run_dir", None) is not None:
+            self._new_run_dir.mkdir(parents=True)
 
     def _parse_ckpt_path(self) -> None:
         """Merge a checkpoint's hyper-parameters into the config (as LightningCLI does),
@@ -82,13 +131,13 @@ class QuiversCLI(LightningCLI):
         return d
 
     def after_fit(self) -> None:
+        run = self._run_dir()  # trainer.log_dir is a collective under DDP: every rank asks
         if not self.trainer.is_global_zero:
             return
         module, dm = self.model, self.datamodule
         batch = dm.full_batch() if isinstance(dm, TensorDataModule) else None
         n = self.config[self.subcommand].get("summary_samples", 1000)
         rows = posterior_summary(module.model, module.guide, batch, num_samples=n)
-        run = self._run_dir()
         paths = write_summary(rows, run)
         png = plot_summary(rows, run / "posterior.png", run / "metrics.csv")
         print(f"\nPosterior summary ({n} draws from the guide)")
@@ -96,13 +145,11 @@ class QuiversCLI(LightningCLI):
         print("\nwritten: " + ", ".join(str(p) for p in [*paths, png]))
 
     def after_predict(self) -> None:
-        if not self.trainer.is_global_zero:
+        run = self._run_dir()  # a collective under DDP: every rank asks
+        merged = self._gather.predictions  # every rank's rows, gathered on rank 0
+        if not self.trainer.is_global_zero or merged is None:
             return
-        outputs = self.trainer.predict_loop.predictions
-        if not outputs:
-            return
-        merged = self.model.merge_predictions(outputs)
-        path = self._run_dir() / "predictions.pt"
+        path = run / "predictions.pt"
         torch.save(merged, path)
         print("posterior predictive draws: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in merged.items()))
         print(f"written: {path}")
@@ -132,10 +179,12 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``quivers`` console script."""
     warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*'set_vital' is deprecated.*")  # torchdata on recent torch
     QuiversCLI(
         SVIModule,
         TensorDataModule,
         subclass_mode_data=True,
+        auto_configure_optimizers=False,  # SVIModule configures its optimizer (--model.optimizer, --model.lr)
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"plugins": [{"class_path": "quivers.lightning.AtomicCheckpointIO"}]},
         args=args,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -14,14 +16,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchmetrics import MeanMetric
 
 from .._version import __version__
+from ..errors import ConfigError, GuideError, ModelSpecError
 from ..guides.composite import guide_from_spec
 from ..guides.guide import Guide, check_guide
 from ..infer.compiled import CompiledObjective
 from ..infer.elbo import ELBO, Trace_ELBO
 from ..infer.nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
+from ..infer.optim import check_learning_rate, check_optimizer
 from ..infer.predictive import Predictive
 from ..program import MonadicProgram
-from ..spec import Recordable, SpecError, from_spec, object_path
+from ..spec import Recordable, SpecError, check_arguments, from_spec, object_path
 from ..trust import SpecPolicy
 from .checkpoint import AtomicCheckpointIO, check_rng_state, check_state_dict, check_version, read_checkpoint
 
@@ -39,15 +43,21 @@ def build_guide(guide: GuideArg, model: MonadicProgram) -> Guide:
 
     Raises
     ------
-    TypeError
+    GuideError
         If the result is not a :class:`Guide`.
+    SpecError
+        If a spec names an argument its class does not take.
     """
     if isinstance(guide, dict):
         guide = guide_from_spec(guide, model)
     elif not isinstance(guide, Guide) and callable(guide):
+        if isinstance(guide, functools.partial):  # a class with bound arguments (LightningCLI's class_path)
+            classes = [a for a in (guide.func, *guide.args) if inspect.isclass(a) and issubclass(a, Guide)]
+            if classes:
+                check_arguments(classes[0], guide.keywords, f"guide {object_path(classes[0])}", skip=("model",))
         guide = guide(model)
     if not isinstance(guide, Guide):
-        raise TypeError(f"guide: expected a Guide, a callable model -> Guide or a spec, got {type(guide).__name__}")
+        raise GuideError(f"guide: expected a Guide, a callable model -> Guide or a spec, got {type(guide).__name__}")
     return guide
 
 
@@ -147,10 +157,14 @@ class SVIModule(L.LightningModule):
     GuideError
         If ``guide`` was built for another model instance or samples sites that are not
         latent sites of ``model``.
-    TypeError
-        If ``model`` or ``guide`` is not of a supported kind.
-    ValueError
-        If ``on_nonfinite`` is not ``"raise"`` or ``"skip"``.
+    ModelSpecError
+        If ``model`` is not a ``MonadicProgram`` or a spec of one.
+    ConfigError
+        If ``lr`` is not a positive finite number, ``optimizer_kwargs`` names an argument
+        the optimizer does not take, or ``on_nonfinite`` is not ``"raise"`` or ``"skip"``;
+        at ``setup``, if the data module's plate is not a plate of the model (while the
+        model has plates, or the data is split into batches) or its row count differs from
+        the size of a plate holding latent sites the guide was built for.
     """
 
     def __init__(
@@ -170,13 +184,14 @@ class SVIModule(L.LightningModule):
     ) -> None:
         super().__init__()
         check_policy(on_nonfinite)
+        lr = check_learning_rate(lr, "SVIModule")
         path = _LOADING.get()
         policy = SpecPolicy(tuple(trusted), f"checkpoint {path}" if path is not None else "SVIModule's arguments")
         check_specs(policy, {"model": model, "guide": guide, "elbo": elbo, "optimizer": optimizer})
         with policy.active():  # specs (a checkpoint's) name only what the policy allows
             model = from_spec(model) if isinstance(model, dict) else model
             if not isinstance(model, MonadicProgram):
-                raise TypeError(f"model: expected a MonadicProgram or a spec, got {type(model).__name__}")
+                raise ModelSpecError(f"model: expected a MonadicProgram or a spec, got {type(model).__name__}")
             elbo = from_spec(elbo) if isinstance(elbo, dict) else (elbo if elbo is not None else Trace_ELBO())
             if isinstance(optimizer, str):
                 self._optimizer_cls = policy.resolve(optimizer, "optimizer", (torch.optim.Optimizer,))
@@ -184,6 +199,10 @@ class SVIModule(L.LightningModule):
                 self._optimizer_cls, optimizer = optimizer, object_path(optimizer)
             guide = build_guide(guide, model)
         check_guide(model, guide, "SVIModule")
+        if "lr" in (optimizer_kwargs or {}):
+            raise ConfigError("SVIModule: pass the learning rate as lr=..., not in optimizer_kwargs")
+        check_arguments(self._optimizer_cls, optimizer_kwargs or {}, "SVIModule: optimizer_kwargs", ConfigError,
+                        skip=("params",))
         self.model = model
         self.guide = guide
         self.elbo = elbo
@@ -211,6 +230,7 @@ class SVIModule(L.LightningModule):
         self._last_batch: Mapping[str, torch.Tensor] | None = None
         self._step_values: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._compiled = CompiledObjective(self.elbo, self.model, self.guide) if compile else None
+        self._attached_plate: str | None = None  # the data module's plate, once setup has seen it
         self._rng_state: torch.Tensor | None = None
         self._cuda_rng_state: torch.Tensor | None = None
         self.train_elbo = MeanMetric()
@@ -226,10 +246,34 @@ class SVIModule(L.LightningModule):
         if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        num_data = getattr(dm, "num_data", None)
-        plate = getattr(dm, "plate", self.data_plate)
-        if num_data is not None and plate in self.model.plates:
-            self.model.set_plate_size(plate, num_data)
+        if dm is not None and getattr(dm, "num_data", None) is not None:
+            self._attach_data(dm)
+
+    def _attach_data(self, dm: Any) -> None:
+        """Size the model's data plate from the data module's ``num_data``, after checking
+        that the plate exists and that its size can change."""
+        num_data, plate = int(dm.num_data), getattr(dm, "plate", self.data_plate)
+        model = self.model
+        self._attached_plate = plate if plate in model.plates else None
+        if plate not in model.plates:
+            batch_size = getattr(dm, "batch_size", None)
+            splits = (batch_size is not None and batch_size < num_data) or self.trainer.world_size > 1
+            if model.plates or splits:
+                raise ConfigError(
+                    f"the data module's plate {plate!r} is not a plate of the model (its plates are "
+                    f"{list(model.plates)}); its rows would not be scaled by N / batch rows: "
+                    "set the data module's plate to the model's data plate"
+                )
+            return
+        size = model.plates[plate].size
+        local = [s.name for s in model.latent_steps.values() if plate in [p.name for p in s.plates]]
+        if size is not None and size != num_data and local:
+            raise ConfigError(
+                f"the data module has {num_data} rows in plate {plate!r}, but the model's plate {plate!r} has "
+                f"size {size} and holds latent sites {local} whose guide parameters have {size} rows; "
+                f"build the model (and its guide) for {num_data} rows"
+            )
+        model.set_plate_size(plate, num_data)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         seen, params = set(), []
@@ -237,7 +281,9 @@ class SVIModule(L.LightningModule):
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 params.append(p)
-        return self._optimizer_cls(params, lr=self.lr, **self.optimizer_kwargs)
+        optimizer = self._optimizer_cls(params, lr=self.lr, **self.optimizer_kwargs)
+        check_optimizer(optimizer, "SVIModule")
+        return optimizer
 
     # ------------------------------------------------------------------ steps
     @staticmethod
@@ -294,6 +340,7 @@ class SVIModule(L.LightningModule):
         the loss and every gradient are finite (see ``on_nonfinite``)."""
         if optimizer_closure is None:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        check_optimizer(getattr(optimizer, "optimizer", optimizer), "SVIModule")
         loss = optimizer_closure()
         if loss is not None and not step_is_finite(loss.detach(), self.parameters()):
             optimizer.zero_grad(set_to_none=True)
@@ -380,15 +427,43 @@ class SVIModule(L.LightningModule):
         batch, subsample indices included): ``{site: (num_predict_samples,) + site shape}``."""
         return Predictive(self.model, self.guide, num_samples=self.num_predict_samples)(batch)
 
-    def merge_predictions(self, outputs: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Join ``predict_step`` outputs of several batches: sites in the data plate are
-        concatenated along that plate's dimension, other sites (global latents) come from
-        the first batch. A deterministic site that varies by row must declare the plate."""
+    def merge_predictions(self, outputs: Sequence[Mapping[str, torch.Tensor]],
+                          row_indices: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+        """Join ``predict_step`` outputs of several batches.
+
+        Sites in the data plate (the data module's ``plate``, else ``data_plate``) are
+        concatenated along that plate's dimension; other sites (global latents) come from
+        the first batch. A deterministic site that varies by row must declare the plate.
+
+        Parameters
+        ----------
+        outputs : sequence of dict
+            ``predict_step`` outputs, ``{site: (num_predict_samples,) + site shape}``.
+        row_indices : sequence of sequences of int, optional
+            The data set positions of each output's rows (Lightning's prediction
+            ``batch_indices``, gathered across devices). The rows then come back in
+            position order, each once (a ``DistributedSampler`` repeats rows to even out
+            the ranks' shares).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``{site: (num_predict_samples,) + site shape}`` over all rows.
+        """
         model, merged = self.model, {}
+        plate = self._attached_plate or self.data_plate
+        keep = None
+        if row_indices is not None:
+            pos = torch.as_tensor([int(i) for rows in row_indices for i in rows], dtype=torch.long)
+            uniq, inverse = torch.unique(pos, return_inverse=True)  # sorted positions
+            keep = torch.full((len(uniq),), len(pos), dtype=torch.long).scatter_reduce(
+                0, inverse, torch.arange(len(pos)), "amin")  # first occurrence of each position
         for k in outputs[0]:
-            if self.data_plate in [p.name for p in model.site_plates(k)]:
-                axis = 1 + model.site_depth(k) + model.plate_dim(self.data_plate)
+            if plate in [p.name for p in model.site_plates(k)]:
+                axis = 1 + model.site_depth(k) + model.plate_dim(plate)
                 merged[k] = torch.cat([o[k] for o in outputs], dim=axis)
+                if keep is not None:
+                    merged[k] = merged[k].index_select(axis, keep.to(merged[k].device))
             else:
                 merged[k] = outputs[0][k]
         return merged

@@ -30,7 +30,20 @@ class PreparedBatch(dict):
 
     Preparing is idempotent: a ``PreparedBatch`` passes through ``prepare`` unchanged,
     so an objective prepares once and hands the same batch to guide and model.
+
+    Attributes
+    ----------
+    plate_rows : dict of str to int
+        For each plate without subsample indices in the batch, the rows its fields hold
+        (the plate's extent in a run on this batch).
     """
+
+    plate_rows: dict[str, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        src = args[0] if args else None
+        self.plate_rows = dict(getattr(src, "plate_rows", {}))
 
 
 def prepare_batch(program: MonadicProgram, batch: Mapping[str, Any] | None, subsample: bool) -> PreparedBatch:
@@ -52,6 +65,7 @@ def prepare_batch(program: MonadicProgram, batch: Mapping[str, Any] | None, subs
         out[k] = _as_tensor(k, v)
     if is_validation_enabled():
         _validate_fields(program, out)
+    validate = is_validation_enabled()
     for name, plate in program.plates.items():
         if name in out:
             _check_index(program, name, out[name])
@@ -62,6 +76,12 @@ def prepare_batch(program: MonadicProgram, batch: Mapping[str, Any] | None, subs
                 if field in out and plate in plates:
                     out[field] = _select_rows(program, field, out[field], plate, plates, idx)
             out[name] = idx
+        if name not in out:
+            rows = _plate_rows(program, plate, out, validate)
+            if rows is not None:
+                out.plate_rows[name] = rows
+        elif validate:
+            _plate_rows(program, plate, out, True)
     return out
 
 
@@ -76,6 +96,11 @@ def _as_tensor(key: str, v: Any) -> torch.Tensor:
             ) from e
         if v.is_floating_point():
             v = v.to(torch.get_default_dtype())
+    if v.layout != torch.strided:
+        raise BatchError(
+            f"batch field {key!r} is a {v.layout} tensor; expected a dense (strided) tensor: pass "
+            f"batch[{key!r}].to_dense()"
+        )
     if v.is_complex():
         raise BatchError(
             f"batch field {key!r} has dtype {v.dtype}; expected a real tensor (floating point, integer or "
@@ -125,6 +150,44 @@ def _check_index(program: MonadicProgram, name: str, idx: torch.Tensor) -> None:
             f"plate {name!r}: subsample indices must lie in [0, {size}), found range "
             f"[{int(idx.min())}, {int(idx.max())}]"
         )
+
+
+def _plate_rows(program: MonadicProgram, plate: Plate, batch: Mapping[str, torch.Tensor],
+                validate: bool) -> int | None:
+    """The rows along ``plate`` of the batch fields in it (the subsample indices' count
+    when the batch has them), checking with ``validate`` that the fields agree.
+
+    Each field holds one entry per row along the plate's dim (:func:`field_dim`). The
+    leading dim of a field holds the rows of its outermost plate and must match; an
+    inner plate's dim may be 1, broadcasting along that plate.
+
+    Raises
+    ------
+    BatchError
+        Naming the fields that disagree, their sizes and the dim.
+    """
+    idx = batch.get(plate.name)
+    expected = int(idx.shape[0]) if idx is not None else None
+    source = f"its {expected} subsample indices in batch[{plate.name!r}]" if idx is not None else None
+    for field, plates in _field_plates(program).items():
+        v = batch.get(field)
+        if v is None or plate not in plates:
+            continue
+        d = field_dim(program, v, plate, plates)
+        if d is None:
+            continue
+        n = int(v.shape[d])
+        if d > 0 and n == 1:  # broadcast along an inner plate
+            continue
+        if expected is None:
+            expected, source = n, f"{field!r} has {n} along dim {d}"
+        elif validate and n != expected:
+            raise BatchError(
+                f"batch fields of plate {plate.name!r} disagree on its rows: {source}, {field!r} has {n} along dim "
+                f"{d} (shape {fmt_shape(v.shape)}); every field in the plate holds one entry per row along "
+                "the plate's dim (its first dim for its outermost plate; an inner plate's dim may be 1)"
+            )
+    return expected
 
 
 def _field_plates(program: MonadicProgram) -> dict[str, tuple[Plate, ...]]:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import ModelSpecError
 from .plate import Plate
-from .steps import Param, Step
+from .steps import Factor, Observed, Param, Step
 
 if TYPE_CHECKING:
     from .program import MonadicProgram
 
-__all__ = ["plan_declaration"]
+__all__ = ["plan_declaration", "check_obs_mask"]
 
 
 def plan_declaration(program: MonadicProgram, steps: Sequence[Step | Param]) -> tuple[dict[str, Plate], dict[str, int]]:
@@ -31,7 +31,9 @@ def plan_declaration(program: MonadicProgram, steps: Sequence[Step | Param]) -> 
     ModelSpecError
         On an object that is not a step spec, a duplicate name, a dependency on a name
         declared at or after the step, a site named like a plate, two plates of one
-        name, or a site in two plates that own the same dim.
+        name, a site in two plates that own the same dim, a step depending on a factor
+        (a log-density term, not a value), or an ``obs_mask`` whose shape does not fit
+        the site's plates.
     """
     new_names = [getattr(s, "name", None) for s in steps]
     for i, step in enumerate(steps):
@@ -48,6 +50,13 @@ def plan_declaration(program: MonadicProgram, steps: Sequence[Step | Param]) -> 
                 f"site {step.name!r} depends on {later[0]!r}, which is declared at or after it; "
                 "a step may depend only on earlier sites or batch fields"
             )
+        factors = [d for d in step.deps if isinstance(program._steps.get(d), Factor)
+                   or any(isinstance(s, Factor) and s.name == d for s in steps[:i])]
+        if factors:
+            raise ModelSpecError(
+                f"site {step.name!r} depends on factor {factors[0]!r}: a factor adds a log-density term and has "
+                "no value to depend on; compute the quantity in a Deterministic step and use it in both"
+            )
         earlier = [n for n, s in program._steps.items() if step.name in s.deps]
         if earlier:
             raise ModelSpecError(f"site {earlier[0]!r} depends on {step.name!r}, which is declared after it")
@@ -62,6 +71,9 @@ def plan_declaration(program: MonadicProgram, steps: Sequence[Step | Param]) -> 
                 f"site {step.name!r} sits in plates {[p.name for p in step.plates]}, two of which own "
                 f"the same dim; nested plates need distinct dims"
             )
+    for step in steps:
+        if isinstance(step, Observed) and step.obs_mask is not None:
+            check_obs_mask(step, plan)
     clash = [n for n in new_names if n in plates]
     if clash:
         raise ModelSpecError(f"site {clash[0]!r} has the name of a plate; rename the site or the plate")
@@ -83,3 +95,32 @@ def _register_plate(program: MonadicProgram, p: Plate, plates: dict[str, Plate],
             dim -= 1
     plates[p.name] = p
     plan[p.name] = dim
+
+
+def check_obs_mask(step: Observed, plan: dict[str, int], sizes: dict[str, int] | None = None) -> None:
+    """Check ``step.obs_mask`` against the site's plates: right-aligned with the batch
+    dims, it has each plate's size along that plate's dim (``sizes`` overrides plate
+    sizes, for ``set_plate_size``) and size 1 along dims that belong to no plate of the site.
+
+    Raises
+    ------
+    ModelSpecError
+        Naming the site, the dim and what was expected.
+    """
+    mask, sizes = step.obs_mask, sizes or {}
+    owned = {plan[p.name]: p for p in step.plates}
+    depth = max((-d for d in owned), default=0)
+    if mask.dim() > depth:
+        raise ModelSpecError(
+            f"site {step.name!r}: obs_mask has shape {tuple(mask.shape)}, more dims than the site's {depth} batch "
+            f"dim(s) (plates {[p.name for p in step.plates]}); the mask has the site's batch shape"
+        )
+    for k in range(1, mask.dim() + 1):
+        n, p = mask.shape[-k], owned.get(-k)
+        want = sizes.get(p.name, p.size) if p is not None else 1
+        if want is not None and n != want:
+            where = f"plate {p.name!r} (size {want})" if p is not None else "no plate of the site (size 1)"
+            raise ModelSpecError(
+                f"site {step.name!r}: obs_mask has shape {tuple(mask.shape)}, {n} entries along dim {-k}, which "
+                f"belongs to {where}; the mask has the site's batch shape"
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ModelSpecError
+from .names import check_identifier, check_size
 
 __all__ = ["Plate"]
 
@@ -50,16 +51,11 @@ class Plate:
     dim: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ModelSpecError(f"plate name {self.name!r}: expected a Python identifier")
-        if self.size is not None and (int(self.size) != self.size or self.size < 1):
-            raise ModelSpecError(f"plate {self.name!r}: size must be a positive int, got {self.size!r}")
+        check_identifier(self.name, "plate")
+        if self.size is not None:
+            self.size = check_size(self.size, f"plate {self.name!r}: size")
         if self.subsample_size is not None:
-            if int(self.subsample_size) != self.subsample_size or self.subsample_size < 1:
-                raise ModelSpecError(
-                    f"plate {self.name!r}: subsample_size must be a positive int, "
-                    f"got {self.subsample_size!r}"
-                )
+            self.subsample_size = check_size(self.subsample_size, f"plate {self.name!r}: subsample_size")
             if self.size is None:
                 raise ModelSpecError(
                     f"plate {self.name!r}: subsample_size={self.subsample_size} needs the full "

@@ -20,8 +20,9 @@ from ..shapes import to_site_layout
 from ..spec import Recordable
 from ..validation import ValidationCache
 from .batch import PreparedBatch, prepare_batch
-from .declaration import plan_declaration
+from .declaration import check_obs_mask, plan_declaration
 from .evaluate import LatentSiteInfo, discover_latent_sites
+from .names import check_size
 from .plate import Plate
 from .steps import Deterministic, Latent, Observed, Param, Step
 from .trace import Trace
@@ -221,14 +222,20 @@ class MonadicProgram(Recordable, nn.Module):
         Raises
         ------
         ModelSpecError
-            If the plate is unknown or ``size`` is smaller than its ``subsample_size``.
+            If the plate is unknown, ``size`` is not a positive int (NaN, infinite,
+            fractional, zero or negative), is smaller than the plate's
+            ``subsample_size``, or disagrees with an ``obs_mask`` along the plate.
         """
         if name not in self._plates:
             raise ModelSpecError(f"unknown plate {name!r}; plates are {list(self._plates)}")
         p = self._plates[name]
+        size = check_size(size, f"set_plate_size: plate {name!r}: size")
         if p.subsample_size is not None and size < p.subsample_size:
             raise ModelSpecError(f"plate {name!r}: size {size} < subsample_size {p.subsample_size}")
-        p.size = int(size)
+        for step in self._steps.values():
+            if isinstance(step, Observed) and step.obs_mask is not None and p in step.plates:
+                check_obs_mask(step, self._plate_dims, {name: size})
+        p.size = size
 
     def plate_extent(self, plate: Plate, batch: Mapping[str, torch.Tensor]) -> int:
         """Length of a latent site's plate dimension for this batch: the number of

@@ -16,6 +16,7 @@ import torch
 from torch.distributions import constraints
 
 from ..errors import ModelSpecError
+from .names import check_identifier
 from .plate import Plate
 
 __all__ = ["Step", "Latent", "Observed", "Deterministic", "Factor", "Param"]
@@ -71,9 +72,7 @@ class Step:
     kind: str = "step"
 
     def __init__(self, name: str, fn: Callable[..., Any], plate: PlateArg = None) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ModelSpecError(f"site name {name!r}: expected a Python identifier")
-        self.name = name
+        self.name = check_identifier(name, "site")
         self.fn = fn
         self.deps, self.defaults = _dependencies(name, fn)
         self.plates = _plates(name, plate)
@@ -177,8 +176,7 @@ class Param:
         init: torch.Tensor | float,
         constraint: constraints.Constraint = constraints.real,
     ) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ModelSpecError(f"param name {name!r}: expected a Python identifier")
+        check_identifier(name, "param")
         init = torch.as_tensor(init, dtype=torch.get_default_dtype())
         if not bool(constraint.check(init).all()):
             raise ModelSpecError(f"param {name!r}: init value is outside its constraint {constraint}")

@@ -43,8 +43,11 @@ class _Run:
         """Rows of ``plate`` in this run: fixed by data already seen, else the batch's
         subsample indices; ``None`` when neither says."""
         ext = self.extents.get(plate.name)
-        if ext is None and plate.name in self.batch:
-            ext = int(self.batch[plate.name].shape[0])
+        if ext is None:
+            if plate.name in self.batch:
+                ext = int(self.batch[plate.name].shape[0])
+            else:
+                ext = getattr(self.batch, "plate_rows", {}).get(plate.name)
         return ext
 
     def infer_sample_shape(self, v: torch.Tensor, batch_ndim: int, event_dim: int) -> torch.Size:
@@ -246,7 +249,16 @@ class _Tracer:
         if is_validation_enabled():
             self.check_dist_shape(step, d, sample_shape + bshape)
         scale = self.scale(step)
-        lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
+        try:
+            lp = d.log_prob(v)
+        except ValueError as e:  # torch's argument validation: say which site, and whose value
+            if is_validation_enabled() and not bool(d.support.check(v).all()):
+                raise SupportError(
+                    f"latent site {step.name!r}: the value the guide gave lies outside the support {d.support} of "
+                    f"the prior {type(d).__name__}; a guide's samples must lie in each site's support"
+                ) from e
+            raise
+        lp = reduce_to_sample(lp, sample_shape) * scale
         return Site(step.name, "latent", v, lp, d, d.support, _names(step.plates), scale)
 
     def _check_local_rows(self, step: Latent, v: torch.Tensor, bshape: torch.Size, event_dim: int) -> None:
@@ -276,7 +288,7 @@ class _Tracer:
         if step.name in batch:
             data = batch[step.name]
             if is_validation_enabled():
-                self._check_observed_shape(step, data, event_dim)
+                self._check_observed_shape(step, data, d.event_shape)
             for p in step.plates:
                 dim = program.plate_dim(p.name) - event_dim
                 run.extents.setdefault(p.name, data.shape[dim] if data.dim() >= -dim else 1)
@@ -336,9 +348,15 @@ class _Tracer:
         if static:
             checked.add(data, what)
 
-    def _check_observed_shape(self, step: Observed, data: torch.Tensor, event_dim: int) -> None:
+    def _check_observed_shape(self, step: Observed, data: torch.Tensor, event_shape: torch.Size) -> None:
         program, nb = self.program, self.nb
+        event_dim = len(event_shape)
         bdims = data.dim() - event_dim
+        if bdims >= 0 and data.shape[bdims:] != event_shape:
+            raise ShapeError(
+                f"observed site {step.name!r}: value has shape {fmt_shape(data.shape)}, whose last {event_dim} dim(s) "
+                f"{fmt_shape(data.shape[bdims:])} should be the distribution's event_shape {fmt_shape(event_shape)}"
+            )
         if bdims < 0 or bdims > nb:
             raise ShapeError(
                 f"observed site {step.name!r}: value has shape {fmt_shape(data.shape)}, expected "
