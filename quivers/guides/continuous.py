@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch.distributions import Distribution, Independent, Normal, Transform, TransformedDistribution
+from torch.distributions.transforms import AffineTransform, ComposeTransform
 
+from ..errors import GuideError
 from ..program import MonadicProgram, PreparedBatch
 from .auto import AutoGuide
 from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
+from .transforms import LowerCholeskyAffine
 
 __all__ = ["AutoContinuous"]
 
@@ -66,6 +70,7 @@ class AutoContinuous(AutoGuide):
         self.batch_shape = self.registry.block_shape(batch_ndim)
         self.batch_ndim = int(batch_ndim)
         self.latent_dim = self.registry.size // max(self.batch_shape.numel(), 1)
+        self._whitening: tuple[torch.Tensor, torch.Tensor] | None = None  # set only inside whitened()
 
     # ------------------------------------------------------------------ to override
     def _init_loc(self) -> torch.Tensor:
@@ -146,6 +151,60 @@ class AutoContinuous(AutoGuide):
         u, log_det = self.registry.unconstrain(sites, batch or {})
         return self.registry.pack(u, ss, self.batch_ndim), sum(log_det.values())
 
+    @contextmanager
+    def whitened(self, shift: torch.Tensor, cov: torch.Tensor) -> Iterator[None]:
+        """Train in whitened coordinates: inside the block the guide's parameters describe
+        a distribution over ``w``, and its draws are ``u = shift + C w`` with ``C`` from
+        :meth:`_whitening_map` (the Cholesky factor of ``cov`` for the full-rank family,
+        its marginal sds for the others); on entry the guide over ``w`` is set to the
+        member of its family nearest ``C^-1 cov C^-T`` (the standard Normal when ``C`` is
+        exact), on exit (also on an error) the parameters are rewritten exactly so that
+        the guide over ``u`` is unchanged (:meth:`_fold_whitening`). Every optimizer step
+        then moves the guide in units of the posterior's scale in every direction, which
+        is what ``lr`` means in :meth:`SVI.run <quivers.infer.SVI.run>`. Only the training
+        draws (:meth:`rsample_and_log_prob_terms`, :meth:`log_prob_terms`) see the map:
+        call nothing else on the guide inside the block.
+
+        Parameters
+        ----------
+        shift : Tensor
+            ``batch_shape + (D,)``, in this guide's flat coordinates.
+        cov : Tensor
+            ``batch_shape + (D, D)``, positive definite.
+
+        Raises
+        ------
+        GuideError
+            If the family has no whitened form (flows, the Laplace guide).
+        """
+        if not hasattr(self, "_fold_whitening"):
+            raise GuideError(f"{type(self).__name__} has no whitened form")
+        ref = next(self.parameters())
+        shift = shift.detach().to(ref)
+        c = self._whitening_map(cov.detach().to(ref))
+        if c.shape == shift.shape:
+            cov_w = cov.to(ref) / (c.unsqueeze(-1) * c.unsqueeze(-2))
+        else:
+            cov_w = torch.eye(shift.shape[-1], dtype=ref.dtype, device=ref.device).expand(cov.shape)
+        self._set_moments(torch.zeros_like(shift), cov_w)
+        self._whitening = (shift, c)
+        try:
+            yield
+        finally:
+            self._whitening = None
+            self._fold_whitening(shift, c)
+
+    def _whitening_transform(self) -> Transform | None:
+        if self._whitening is None:
+            return None
+        shift, c = self._whitening
+        return AffineTransform(shift, c, event_dim=1) if c.shape == shift.shape else LowerCholeskyAffine(shift, c)
+
+    def _flat_posterior(self, batch: Batch) -> Distribution:
+        q = self.get_posterior(batch)
+        w = self._whitening_transform()
+        return q if w is None else TransformedDistribution(q, [w])
+
     def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
     ) -> tuple[Sites, LogProbTerms]:
@@ -154,10 +213,13 @@ class AutoContinuous(AutoGuide):
         try:
             transform = self.get_transform(batch)
         except NotImplementedError:
-            q = self.get_posterior(batch)
+            q = self._flat_posterior(batch)
             u = q.rsample(ss)
             log_q = q.log_prob(u)
         else:  # one pass, no inverse: log q(u) = log base(eps) - log|det dT/deps|
+            w = self._whitening_transform()
+            if w is not None:
+                transform = ComposeTransform([transform, w])
             base = self.get_base_dist()
             eps = base.rsample(ss)
             u = transform(eps)
@@ -168,4 +230,4 @@ class AutoContinuous(AutoGuide):
     def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
         batch = self._prepare(batch)
         u, log_det = self._unconstrained_and_log_det(sites, batch)
-        return {tuple(self.registry.names): self._block_sum(self.get_posterior(batch).log_prob(u)) - log_det}
+        return {tuple(self.registry.names): self._block_sum(self._flat_posterior(batch).log_prob(u)) - log_det}

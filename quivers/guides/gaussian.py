@@ -74,6 +74,20 @@ class _AutoGaussian(AutoContinuous):
     def _set_covariance(self, cov: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def _whitening_map(self, cov: torch.Tensor) -> torch.Tensor:
+        """The linear map ``C`` of :meth:`~AutoContinuous.whitened` for the covariance ``cov``
+        (``batch_shape + (D, D)``): the marginal sds (diagonal, ``batch_shape + (D,)``),
+        under which this family is closed."""
+        return cov.diagonal(dim1=-2, dim2=-1).sqrt()
+
+    @torch.no_grad()
+    def _fold_whitening(self, shift: torch.Tensor, c: torch.Tensor) -> None:
+        """Rewrite the parameters so that the guide over ``u`` equals the current guide
+        over ``w`` pushed through ``u = shift + C w`` (``C`` diagonal here: the scales
+        multiply, the correlation structure is unchanged)."""
+        self.loc.copy_(shift + c * self.loc)
+        self.scale_raw.copy_(inv_softplus(c * self.scale))
+
     def _unconstrained_sd(self, batch: PreparedBatch) -> torch.Tensor:
         """The marginal standard deviations of :meth:`get_posterior`."""
         return self.get_posterior(batch).stddev
@@ -191,6 +205,23 @@ class AutoMultivariateNormal(_AutoGaussian):
     def _set_covariance(self, cov: torch.Tensor) -> None:
         """Exact: ``scale_tril = cholesky(cov)``."""
         self.set_scale_tril(torch.linalg.cholesky(cov))
+
+    def _whitening_map(self, cov: torch.Tensor) -> torch.Tensor:
+        """The Cholesky factor of ``cov`` (the family is closed under lower-triangular maps);
+        its marginal sds above 2,000 dimensions."""
+        if self.latent_dim > 2000:
+            return super()._whitening_map(cov)
+        return torch.linalg.cholesky(cov)
+
+    @torch.no_grad()
+    def _fold_whitening(self, shift: torch.Tensor, c: torch.Tensor) -> None:
+        """``loc = shift + C loc_w`` and ``scale_tril = C scale_tril_w`` (lower triangular
+        times lower triangular), exact."""
+        if c.shape == self.loc.shape:
+            c = torch.diag_embed(c)
+        tril = c @ self.scale_tril
+        self.loc.copy_(shift + (c @ self.loc.unsqueeze(-1)).squeeze(-1))
+        self.set_scale_tril(tril)
 
     def get_transform(self, batch: Batch = None) -> Transform:
         """``u = loc + scale_tril @ eps``."""

@@ -79,6 +79,13 @@ class AutoNormalGuide(AutoGuide):
         for name, value in self.registry.unpack(sd).items():
             self.scales_raw[name].copy_(inv_softplus(value))
 
+    def _loc_whitening(self, cov: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """Whitening hook (:class:`~quivers.infer.whitened.WhitenedAdam`): each site's
+        ``loc`` moves in units of its marginal sds under ``cov`` (``(D, D)``, packed as
+        :class:`LatentRegistry` does)."""
+        sd = self.registry.unpack(cov.diagonal().sqrt())
+        return [(self.locs[name], sd[name].reshape(self.locs[name].shape)) for name in self.locs]
+
     def _loc_scale(self, site: LatentSite, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         loc = self._params_for(site, self.locs[site.name], batch)
         scale = F.softplus(self._params_for(site, self.scales_raw[site.name], batch))

@@ -1,8 +1,12 @@
-"""Objectives, the ``SVI`` loop and ``Predictive``."""
+"""Objectives, the ``SVI`` loop, ``Predictive`` and the PSIS diagnostic."""
 
 from .compiled import CompiledObjective
 from .elbo import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from .predictive import Predictive
+from .psis import PSISDiagnostic, psis_diagnostic
+from .run import PlateauRule, SVIRunResult
 from .svi import SVI
+from .whitened import WhitenedAdam
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "SVI", "Predictive", "CompiledObjective"]
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "SVI", "SVIRunResult", "PlateauRule", "Predictive",
+           "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam"]

@@ -7,12 +7,15 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
 from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
 from .nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
 from .optim import check_optimizer
+from .run import DEFAULT_LR, RUN_OPTIONS, SVIRunResult, run
+from .whitened import WhitenedAdam
 
 __all__ = ["SVI"]
 
@@ -26,8 +29,10 @@ class SVI:
         The model.
     guide : Guide
         The guide.
-    optim : torch.optim.Optimizer
-        Optimizer over the guide's parameters. Model parameters (``Param`` steps and
+    optim : torch.optim.Optimizer, optional
+        Optimizer over the guide's parameters; default
+        :class:`~quivers.infer.whitened.WhitenedAdam` at lr 0.01 (plain Adam until
+        :meth:`run` whitens it). Model parameters (``Param`` steps and
         submodules used by step functions) missing from it are added as a new parameter
         group with the first group's hyper-parameters, so they train with the guide's
         (as Pyro's param store does).
@@ -73,7 +78,7 @@ class SVI:
         self,
         model: MonadicProgram,
         guide: Guide,
-        optim: torch.optim.Optimizer,
+        optim: torch.optim.Optimizer | None = None,
         loss: ELBO | None = None,
         *,
         compile: bool = False,
@@ -81,25 +86,102 @@ class SVI:
     ) -> None:
         self.on_nonfinite = check_policy(on_nonfinite)
         check_guide(model, guide, "SVI")
+        self.default_optim = optim is None
+        if optim is None:
+            optim = WhitenedAdam([p for p in guide.parameters() if p.requires_grad], lr=DEFAULT_LR)
         check_optimizer(optim, "SVI")
         self._skipped = SkippedSteps()
         self._num_steps = 0
         self.model = model
         self.guide = guide
-        self.optim = optim
+        self.default_loss = loss is None
         self.loss = loss if loss is not None else Trace_ELBO()
-        have = {id(p) for g in optim.param_groups for p in g["params"]}
-        missing = [p for p in model.parameters() if p.requires_grad and id(p) not in have]
-        if missing:
-            optim.add_param_group({"params": missing})
         self.compile = bool(compile)
         self._objective = CompiledObjective(self.loss, model, guide) if compile else None
+        self.set_optimizer(optim)
+
+    def set_optimizer(self, optim: torch.optim.Optimizer) -> None:
+        """Use ``optim`` from the next step on (model parameters it lacks are added, as in
+        ``__init__``).
+
+        Raises
+        ------
+        ConfigError
+            If a parameter group's learning rate is not a finite number > 0.
+        """
+        check_optimizer(optim, "SVI")
+        have = {id(p) for g in optim.param_groups for p in g["params"]}
+        missing = [p for p in self.model.parameters() if p.requires_grad and id(p) not in have]
+        if missing:
+            optim.add_param_group({"params": missing})
+        self.optim = optim
         # eager: look optim.step up at each call, so wrappers added later (an lr scheduler's
         # step counter) see it
         self._optim_step = (
-            compile_fallback(optim.step, f"the {type(optim).__name__} step", fullgraph=False) if compile
+            compile_fallback(optim.step, f"the {type(optim).__name__} step", fullgraph=False) if self.compile
             else lambda: self.optim.step()
         )
+
+    def run(self, batch: Mapping[str, Any] | None = None, num_steps: int | None = None, *,
+            progress_bar: bool = True, **options: Any) -> SVIRunResult:
+        """Fit the guide with the recommended recipe (NumPyro's ``SVI.run``), every part
+        switchable.
+
+        1. **Warm start** (``warm_start=True``): :func:`~quivers.guides.laplace_warm_start`
+           finds the mode of the unconstrained posterior in float64 (damped Newton with
+           the exact Hessian up to 200 latent dimensions, L-BFGS above; ``num_restarts=2``
+           seeded restarts, the best mode kept; a warning when it does not converge) and
+           starts the guide at the Laplace Gaussian, or its family's nearest member.
+           Guides without a Gaussian (structured, custom) start where they are.
+        2. **Whitened Adam** (``whiten=True``, when ``SVI`` was built without an
+           optimizer): Adam's steps for the guide's location are taken in coordinates
+           whitened by the Laplace covariance (:class:`~quivers.infer.whitened.WhitenedAdam`),
+           so ``lr`` (default 0.01) means posterior sds in every direction; the guide's
+           parameters stay in the model's coordinates throughout.
+        3. **Explore** at the constant ``lr`` until the ELBO stops improving
+           (:class:`~quivers.infer.run.PlateauRule`: window means of 200 steps no longer
+           drop by two standard errors; ``early_stopping=False`` runs to the cap), at most
+           ``num_steps - min_refine_steps`` steps.
+        4. **Refine**: ``max(min_refine_steps, explore / 2)`` further steps with the
+           learning rate decaying exponentially to ``final_lr_frac * lr`` (default 1%),
+           the parameters averaged over them (Polyak & Juditsky 1992, with
+           ``torch.optim.swa_utils.AveragedModel``) and the average kept.
+        5. **Diagnose**: :func:`~quivers.infer.psis_diagnostic` with
+           ``psis_particles=1000`` draws on the full batch.
+
+        Parameters
+        ----------
+        batch : mapping, optional
+            The data, every plate in full (plates with ``subsample_size`` are subsampled
+            at every step, as :meth:`step` does; the warm start and the diagnostic use
+            the whole batch).
+        num_steps : int, optional
+            Cap on the SVI steps (default 20,000).
+        progress_bar : bool
+            Show a tqdm bar with the smoothed ELBO (default True).
+        **options
+            ``warm_start`` (bool), ``num_restarts`` (int), ``whiten`` (bool), ``lr``
+            (float), ``final_lr_frac`` (float in (0, 1]), ``averaging`` (bool),
+            ``early_stopping`` (bool), ``stopping`` (:class:`PlateauRule`),
+            ``min_refine_steps`` (int), ``psis_particles`` (int, 0 for none).
+
+        Returns
+        -------
+        SVIRunResult
+            Losses, steps taken, whether the stopping rule fired, seconds, the warm start
+            and the PSIS diagnostic; ``print()`` it for a summary.
+
+        Raises
+        ------
+        ConfigError
+            On an unknown option or a bad value (before anything changes).
+        NonFiniteLossError
+            As :meth:`step`.
+        """
+        unknown = sorted(set(options) - RUN_OPTIONS)
+        if unknown:
+            raise ConfigError(f"SVI.run: unknown options {unknown}; expected some of {sorted(RUN_OPTIONS)}")
+        return run(self, batch, num_steps, progress_bar=progress_bar, **options)
 
     def step(self, batch: Mapping[str, Any] | None = None) -> float:
         """Take one gradient step on the loss.
