@@ -167,8 +167,26 @@ class Guide(Recordable, nn.Module, ABC):
 
     # ------------------------------------------------------------------ what users read
     @torch.no_grad()
-    def sample_posterior(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = ()) -> Sites:
+    def sample_posterior(self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (), *,
+                         psis: bool = False, num_particles: int | None = None) -> Sites:
         """Draw from the posterior approximation (Pyro's/NumPyro's ``sample_posterior``).
+
+        Parameters
+        ----------
+        batch : mapping, optional
+            The data (needed by guides that read it, by deterministic sites, and by ``psis``).
+        sample_shape : sequence of int
+            Leading shape of the draws.
+        psis : bool
+            Correct the guide by importance resampling: draw ``num_particles`` values
+            from the guide, weight each by ``p(x, z) / q(z)`` on the full batch, smooth the
+            weights' tail with ArviZ's Pareto smoothing, and resample with replacement
+            (:func:`~quivers.infer.psis.psis_resample`; Vehtari et al. 2024). The draws
+            then follow the posterior more closely than the guide's own wherever the
+            guide covers it; a ``UserWarning`` says when the PSIS k-hat is 0.7 or more,
+            where they cannot be trusted either. Needs a model (the guide's).
+        num_particles : int, optional
+            Pool size for ``psis`` (default ``max(1000, 10 * draws)``).
 
         Returns
         -------
@@ -176,10 +194,23 @@ class Guide(Recordable, nn.Module, ABC):
             ``{site name: value}`` for the latent sites and, with a model, every
             deterministic site computable from them and the batch; each of shape
             ``sample_shape + site shape`` (the site's own layout, see :mod:`quivers.shapes`).
+
+        Raises
+        ------
+        GuideError
+            If ``psis=True`` and the guide has no model.
         """
         ss = torch.Size(sample_shape)
-        z = self.draws(batch, ss)
         model = self._model()
+        if psis:
+            if model is None:
+                raise GuideError(f"{type(self).__name__}.sample_posterior(psis=True) needs the guide's model")
+            from ..infer.psis import psis_resample
+
+            flat, _ = psis_resample(model, self, batch, max(ss.numel(), 1), num_particles)
+            z = {k: v.reshape(ss + v.shape[1:]) for k, v in flat.items()}
+        else:
+            z = self.draws(batch, ss)
         if model is None:
             return z
         prepared = model.prepare(batch, subsample=False)

@@ -2,6 +2,7 @@
 
 from .compiled import CompiledObjective
 from .elbo import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from .inference_data import to_inference_data
 from .predictive import Predictive
 from .psis import PSISDiagnostic, psis_diagnostic
 from .run import PlateauRule, SVIRunResult
@@ -9,4 +10,4 @@ from .svi import SVI
 from .whitened import WhitenedAdam
 
 __all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "SVI", "SVIRunResult", "PlateauRule", "Predictive",
-           "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam"]
+           "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam", "to_inference_data"]

@@ -156,10 +156,18 @@ def psis_diagnostic(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any
     sampler = _sampler(guide, batch)
     _, log_w = importance_draws(model, sampler, batch, num_particles)
     smoothed, k = _psis(log_w)
-    w = np.exp(smoothed)
+    return PSISDiagnostic(k, len(log_w), _ess(smoothed), _log_mean_exp(log_w))
+
+
+def _ess(log_weights: np.ndarray) -> float:
+    """``(sum w)^2 / sum w^2`` of (unnormalised) log weights (Kong 1992)."""
+    w = np.exp(log_weights - log_weights.max()) if np.isfinite(log_weights).any() else np.ones_like(log_weights)
+    return float(w.sum() ** 2 / np.square(w).sum())
+
+
+def _log_mean_exp(log_w: torch.Tensor) -> float:
     finite = log_w[torch.isfinite(log_w)].double()
-    log_z = float(torch.logsumexp(finite, 0) - math.log(len(log_w))) if len(finite) else -math.inf
-    return PSISDiagnostic(k, len(log_w), float(1.0 / np.square(w).sum()), log_z)
+    return float(torch.logsumexp(finite, 0) - math.log(len(log_w))) if len(finite) else -math.inf
 
 
 def psis_resample(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None, num_samples: int,
@@ -187,8 +195,7 @@ def psis_resample(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] 
     z, log_w = importance_draws(model, sampler, batch, pool)
     smoothed, k = _psis(log_w)
     w = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
-    diag = PSISDiagnostic(k, len(log_w), float(w.sum().square() / w.square().sum()),
-                          float(torch.logsumexp(log_w.double(), 0) - math.log(len(log_w))))
+    diag = PSISDiagnostic(k, len(log_w), _ess(smoothed), _log_mean_exp(log_w))
     if not k < USABLE_K:
         warnings.warn(f"sample_posterior(psis=True): {diag}; the resampled draws are not reliable either",
                       stacklevel=3)

@@ -1,0 +1,117 @@
+"""``to_inference_data``: a fitted guide as ArviZ's ``InferenceData``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..guides.guide import Guide
+from ..program import MonadicProgram
+from ..program.evaluate import deterministic_values
+from ..validation import check_positive_int
+from .psis import _psis, _sampler, importance_draws
+
+if TYPE_CHECKING:
+    import arviz
+
+__all__ = ["to_inference_data", "site_dims"]
+
+
+def site_dims(model: MonadicProgram, name: str, ndim: int) -> list[str]:
+    """ArviZ dimension names of site ``name`` in its site layout with ``ndim`` dims (no
+    sample dims): its plates' names where it sits in a plate, ``{name}_dim_{i}`` elsewhere
+    (size-1 batch dims and event dims)."""
+    depth = model.site_depth(name) if name in {s.name for s in model.steps} else 0
+    by_dim = {model.plate_dim(p.name): p.name for p in model.site_plates(name)} if depth else {}
+    dims = []
+    for i in range(ndim):
+        plate = by_dim.get(i - depth) if i < depth else None
+        dims.append(plate if plate is not None else f"{name}_dim_{i}")
+    return dims
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().to("cpu", torch.float64 if x.is_floating_point() else x.dtype).numpy()
+
+
+@torch.no_grad()
+def to_inference_data(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None = None,
+                      num_samples: int = 1000, *, posterior_predictive: bool = True,
+                      log_likelihood: bool = True) -> arviz.InferenceData:
+    """ArviZ's ``InferenceData`` of a fitted guide (as ``az.from_pyro`` / ``az.from_numpyro``
+    build from an MCMC run), so ``az.summary``, ``az.loo``, ``az.plot_posterior`` and the rest
+    of ArviZ work on a variational fit.
+
+    Groups:
+
+    * ``posterior``: ``num_samples`` draws from the guide (one chain), latent and
+      deterministic sites in their site shapes, plate names as dimension names;
+    * ``posterior_predictive``: the observed sites drawn from the model at each posterior
+      draw (``posterior_predictive=True``);
+    * ``observed_data``: the observed sites' values in ``batch``;
+    * ``log_likelihood``: the pointwise ``log p(y_i | z)`` of every observed site at each
+      draw, elementwise over its plates (``log_likelihood=True``), which ``az.loo`` and
+      ``az.waic`` read;
+    * ``sample_stats``: ``log_weight``, the importance weight ``log p(x, z) - log q(z)`` of
+      each draw (nats), and in the attributes the PSIS ``psis_k_hat`` of these weights
+      (:func:`~quivers.infer.psis_diagnostic`; Yao et al. 2018).
+
+    Parameters
+    ----------
+    model : MonadicProgram
+        The model.
+    guide : Guide
+        The fitted guide (``AutoLaplaceApproximation``: its Laplace Gaussian).
+    batch : mapping, optional
+        The data, every plate in full.
+    num_samples : int
+        Posterior draws.
+    posterior_predictive, log_likelihood : bool
+        Whether to build these groups.
+
+    Returns
+    -------
+    arviz.InferenceData
+
+    Raises
+    ------
+    ConfigError
+        If ``num_samples`` is not a positive int.
+    """
+    import arviz as az
+
+    num_samples = check_positive_int(num_samples, "num_samples", ConfigError)
+    prepared = model.prepare(batch, subsample=False)
+    ss = torch.Size((num_samples,))
+    z, log_w = importance_draws(model, _sampler(guide, batch), batch, num_samples)
+    values = {**z, **deterministic_values(model, prepared, z, ss)}
+    posterior = {k: model.to_site_layout(k, v, 1) for k, v in values.items()}
+    dims: dict[str, list[str]] = {k: site_dims(model, k, v.dim() - 1) for k, v in posterior.items()}
+    groups: dict[str, Any] = {"posterior": {k: _numpy(v)[None] for k, v in posterior.items()}}
+    observed = [n for n in model.observed_names if n in prepared]
+    tr = model.trace(prepared, z, ss) if (log_likelihood or posterior_predictive) and observed else None
+    if observed:
+        groups["observed_data"] = {n: _numpy(torch.as_tensor(batch[n])) for n in observed}
+        for n in observed:
+            dims[n] = site_dims(model, n, torch.as_tensor(batch[n]).dim())
+    if tr is not None and log_likelihood:
+        ll = {}
+        for n in observed:
+            site = tr[n]
+            ll[n] = _numpy(model.to_site_layout(n, site.fn.log_prob(site.value), 1))[None]
+        groups["log_likelihood"] = ll
+    if tr is not None and posterior_predictive:
+        pred = model.trace(prepared, z, ss, predictive=True)
+        groups["posterior_predictive"] = {n: _numpy(model.to_site_layout(n, pred[n].value, 1))[None]
+                                          for n in observed}
+    _, k_hat = _psis(log_w)
+    groups["sample_stats"] = {"log_weight": _numpy(log_w)[None]}
+    idata = az.from_dict(**groups, dims=dims)
+    idata.sample_stats.attrs["psis_k_hat"] = k_hat
+    idata.posterior.attrs["inference_library"] = "quivers"
+    idata.posterior.attrs["guide"] = type(guide).__name__
+    return idata
