@@ -736,7 +736,7 @@ def module_nan_lr(ctx: Context) -> Attempt:
 
 
 @case("training", "`SVIModule(..., optimizer_kwargs={'betaz': ...})`", ConfigError,
-      "SVIModule: optimizer_kwargs: Adam takes no argument 'betaz'")
+      "SVIModule: optimizer_kwargs: WhitenedAdam takes no argument 'betaz'")
 def module_misspelled_optimizer_argument(ctx: Context) -> Attempt:
     model = EightSchools()
     guide = AutoNormalGuide(model)

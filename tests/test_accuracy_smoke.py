@@ -53,9 +53,12 @@ def test_accuracy_benchmark_smoke_run(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
-    assert len(rows) == 8  # 2 posteriors x 2 guides x 2 settings
-    assert {r["setting"] for r in rows} == {"anchors", "recommended"}
+    assert len(rows) == 12  # 2 posteriors x 2 guides x 3 settings
+    assert {r["setting"] for r in rows} == {"default", "anchors", "recommended"}
     for row in rows:
         assert np.isfinite(row["mean_std_w1"]) and row["fit_s"] > 0, row
+        if row["setting"] == "default":  # SVI.run with the cap: its k-hat is reported
+            assert np.isfinite(row["k_hat"]) and 0 < row["svi_steps"] <= 50, row
     text = md.read_text()
     assert "| arK-arK |" in text and "### Targets" in text and "### Reference shape" in text
+    assert "PSIS k-hat" in text and "Default AutoMultivariateNormal" in text

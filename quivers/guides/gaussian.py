@@ -80,6 +80,11 @@ class _AutoGaussian(AutoContinuous):
         under which this family is closed."""
         return cov.diagonal(dim1=-2, dim2=-1).sqrt()
 
+    def _loc_whitening(self, cov: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """For :class:`~quivers.infer.WhitenedAdam`: ``loc`` steps in units of
+        :meth:`_whitening_map` of ``cov``."""
+        return [(self.loc, self._whitening_map(cov))]
+
     @torch.no_grad()
     def _fold_whitening(self, shift: torch.Tensor, c: torch.Tensor) -> None:
         """Rewrite the parameters so that the guide over ``u`` equals the current guide

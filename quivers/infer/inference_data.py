@@ -13,7 +13,7 @@ from ..guides.guide import Guide
 from ..program import MonadicProgram
 from ..program.evaluate import deterministic_values
 from ..validation import check_positive_int
-from .psis import _psis, _sampler, importance_draws
+from .psis import _sampler, diagnose, importance_draws
 
 if TYPE_CHECKING:
     import arviz
@@ -108,10 +108,10 @@ def to_inference_data(model: MonadicProgram, guide: Guide, batch: Mapping[str, A
         pred = model.trace(prepared, z, ss, predictive=True)
         groups["posterior_predictive"] = {n: _numpy(model.to_site_layout(n, pred[n].value, 1))[None]
                                           for n in observed}
-    _, k_hat = _psis(log_w)
+    diag, _ = diagnose(log_w)
     groups["sample_stats"] = {"log_weight": _numpy(log_w)[None]}
     idata = az.from_dict(**groups, dims=dims)
-    idata.sample_stats.attrs["psis_k_hat"] = k_hat
+    idata.sample_stats.attrs.update(psis_k_hat=diag.k_hat, psis_ess=diag.ess, psis_reading=diag.reading)
     idata.posterior.attrs["inference_library"] = "quivers"
     idata.posterior.attrs["guide"] = type(guide).__name__
     return idata

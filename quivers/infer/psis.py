@@ -17,7 +17,7 @@ from ..program import MonadicProgram
 from ..validation import check_positive_int
 from .elbo import scaled_log_q
 
-__all__ = ["PSISDiagnostic", "psis_diagnostic", "importance_draws", "psis_resample"]
+__all__ = ["PSISDiagnostic", "psis_diagnostic", "importance_draws", "psis_resample", "diagnose"]
 
 # Vehtari et al. (2024), "Pareto smoothed importance sampling", JMLR 25(72), sec. 3 and
 # Yao et al. (2018), sec. 3: below 0.5 the importance sampling estimate converges fast, up to
@@ -106,18 +106,22 @@ def importance_draws(model: MonadicProgram, guide: Guide, batch: Mapping[str, An
     return z, torch.cat([p[1] for p in parts])
 
 
-def _psis(log_w: torch.Tensor) -> tuple[np.ndarray, float]:
-    """ArviZ's Pareto smoothing: normalised smoothed log weights and k-hat."""
+def diagnose(log_w: torch.Tensor) -> tuple[PSISDiagnostic, np.ndarray]:
+    """ArviZ's Pareto smoothing (``arviz.psislw``, relative efficiency 1: independent
+    draws) of the log importance weights ``log_w`` (shape ``(S,)``): the diagnostic and the
+    smoothed log weights (shape ``(S,)``, NumPy, unnormalised)."""
     import arviz as az
 
     lw = log_w.detach().double().cpu().numpy()
     lw = np.where(np.isfinite(lw), lw, -np.inf)
     if not np.isfinite(lw).any():
-        return np.full_like(lw, -np.log(len(lw))), math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns for k > 0.7; the reading says it
-        smoothed, k = az.psislw(lw, reff=1.0)  # independent draws: relative efficiency 1
-    return np.asarray(smoothed), float(k)
+        smoothed, k = np.zeros_like(lw), math.nan
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ArviZ warns for k > 0.7; the reading says it
+            out, k = az.psislw(lw, reff=1.0)
+        smoothed, k = np.asarray(out), float(k)
+    return PSISDiagnostic(k, len(lw), _ess(smoothed), _log_mean_exp(log_w)), smoothed
 
 
 def psis_diagnostic(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] | None = None,
@@ -153,10 +157,8 @@ def psis_diagnostic(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any
     ConfigError
         If ``num_particles`` is not a positive int.
     """
-    sampler = _sampler(guide, batch)
-    _, log_w = importance_draws(model, sampler, batch, num_particles)
-    smoothed, k = _psis(log_w)
-    return PSISDiagnostic(k, len(log_w), _ess(smoothed), _log_mean_exp(log_w))
+    _, log_w = importance_draws(model, _sampler(guide, batch), batch, num_particles)
+    return diagnose(log_w)[0]
 
 
 def _ess(log_weights: np.ndarray) -> float:
@@ -193,14 +195,13 @@ def psis_resample(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any] 
     pool = max(1000, 10 * num_samples) if num_particles is None else num_particles
     sampler = _sampler(guide, batch)
     z, log_w = importance_draws(model, sampler, batch, pool)
-    smoothed, k = _psis(log_w)
+    diag, smoothed = diagnose(log_w)
     w = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
-    diag = PSISDiagnostic(k, len(log_w), _ess(smoothed), _log_mean_exp(log_w))
-    if not k < USABLE_K:
+    if not diag.k_hat < USABLE_K:
         warnings.warn(f"sample_posterior(psis=True): {diag}; the resampled draws are not reliable either",
                       stacklevel=3)
     idx = torch.multinomial(w, num_samples, replacement=True).to(log_w.device)
-    return {k_: v[idx] for k_, v in z.items()}, diag
+    return {k: v[idx] for k, v in z.items()}, diag
 
 
 def _sampler(guide: Guide, batch: Mapping[str, Any] | None) -> Guide:

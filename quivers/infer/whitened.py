@@ -44,8 +44,8 @@ class WhitenedAdam(torch.optim.Adam):
         Parameters or parameter groups, as for ``torch.optim.Adam``; groups with
         ``"whiten"`` must use ``weight_decay=0`` (a decay of ``a`` is not a decay of
         ``theta``).
-    **kwargs
-        ``torch.optim.Adam``'s options (``lr``, ``betas``, ``eps``, ...).
+    lr, betas, eps, weight_decay, amsgrad, maximize, foreach
+        As ``torch.optim.Adam``.
 
     Raises
     ------
@@ -54,8 +54,11 @@ class WhitenedAdam(torch.optim.Adam):
         has a non-zero weight decay.
     """
 
-    def __init__(self, params: Iterable[Any], **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, foreach=foreach)
         for group in self.param_groups:
             p_mat = group.get("whiten")
             if p_mat is None:
@@ -94,11 +97,9 @@ class WhitenedAdam(torch.optim.Adam):
 
 def whitened_groups(params: Iterable[torch.nn.Parameter], whiten: list[tuple[torch.nn.Parameter, torch.Tensor]]
                     ) -> list[dict[str, Any]]:
-    """Parameter groups for :class:`WhitenedAdam`: one group per ``(parameter, P)`` in
-    ``whiten`` and one for every other parameter of ``params``."""
-    chosen = {id(p) for p, _ in whiten}
-    rest = [p for p in params if id(p) not in chosen]
-    groups: list[dict[str, Any]] = [{"params": [p], "whiten": m.detach().to(p)} for p, m in whiten]
-    if rest:
-        groups.append({"params": rest})
-    return groups
+    """Parameter groups for :class:`WhitenedAdam`: one group per parameter of ``params``,
+    with ``"whiten": P`` for the parameters listed in ``whiten`` and ``None`` for the others
+    (one group each, so the groups of a resumed fit line up with the checkpoint's whatever
+    was whitened)."""
+    maps = {id(p): m for p, m in whiten}
+    return [{"params": [p], "whiten": None if id(p) not in maps else maps[id(p)].detach().to(p)} for p in params]

@@ -31,18 +31,31 @@ import pathlib
 import warnings
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.cli import LightningCLI
 
 from ..datasets.base import TensorDataModule
 from ..errors import CheckpointError, QuiversError
+from ..infer.inference_data import to_inference_data
 from ..trust import SpecPolicy
 from .checkpoint import check_version, read_checkpoint
 from .module import SVIModule, check_specs
 from .predictions import GatherPredictions
+from .recipe import LaplaceWarmStart, PosteriorAveraging
 from .summary import format_summary, plot_summary, posterior_summary, write_summary
 
 __all__ = ["QuiversCLI", "main"]
+
+
+
+def recipe_callbacks() -> list[Callback]:
+    """The default recipe's callbacks (docs/cli.md): the Laplace warm start, averaging over
+    the second half of the steps, and EarlyStopping once the epoch ELBO stops improving."""
+    return [LaplaceWarmStart(), PosteriorAveraging(),
+            EarlyStopping(monitor="train/elbo", mode="max", patience=3, check_on_train_epoch_end=True)]
+
 
 _RUN_DIR_ENV = "QUIVERS_RUN_DIR"  # the run folder of a logger-less run, for the ranks DDP launches
 
@@ -56,6 +69,22 @@ class QuiversCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
         parser.add_argument("--summary_samples", type=int, default=1000, help="posterior draws for the summary")
+        parser.add_argument("--recipe", type=bool, default=True,
+                            help="add the default recipe's callbacks the config does not list (LaplaceWarmStart, "
+                                 "PosteriorAveraging, EarlyStopping on train/elbo) and decay lr to 1%%")
+        parser.set_defaults({"model.final_lr_frac": 0.01})  # the default recipe (docs/cli.md)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """Lightning's, plus the recipe's callbacks of a type the config does not list
+        (``--recipe false``: none)."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit" and cfg.get("recipe", True):
+            listed = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            listed = listed if isinstance(listed, list) else [listed]
+            have = {type(c) for c in listed}
+            extra = [c for c in recipe_callbacks() if type(c) not in have]
+            kwargs["callbacks"] = listed + extra
+        return super().instantiate_trainer(**kwargs)
 
     def _load_weights_only(self) -> None:
         # Trainer.fit(..., weights_only=None) defers to torch.load's default, which is False
@@ -137,11 +166,15 @@ class QuiversCLI(LightningCLI):
         module, dm = self.model, self.datamodule
         batch = dm.full_batch() if isinstance(dm, TensorDataModule) else None
         n = self.config[self.subcommand].get("summary_samples", 1000)
-        rows = posterior_summary(module.model, module.guide, batch, num_samples=n)
+        idata = to_inference_data(module.model, module.guide, batch, n, posterior_predictive=False)
+        rows = posterior_summary(module.model, module.guide, idata=idata)
         paths = write_summary(rows, run)
         png = plot_summary(rows, run / "posterior.png", run / "metrics.csv")
-        print(f"\nPosterior summary ({n} draws from the guide)")
+        attrs = idata.sample_stats.attrs
+        print(f"\nPosterior summary ({n} draws from the guide; ArviZ)")
         print(format_summary(rows))
+        print(f"\nPSIS k-hat {attrs['psis_k_hat']:.3f} from {n} draws (ESS {attrs['psis_ess']:.0f}): "
+              f"{attrs['psis_reading']}")
         print("\nwritten: " + ", ".join(str(p) for p in [*paths, png]))
 
     def after_predict(self) -> None:

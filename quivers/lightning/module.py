@@ -24,6 +24,7 @@ from ..infer.elbo import ELBO, Trace_ELBO
 from ..infer.nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
 from ..infer.optim import check_learning_rate, check_optimizer
 from ..infer.predictive import Predictive
+from ..infer.whitened import WhitenedAdam, whitened_groups
 from ..program import MonadicProgram
 from ..spec import Recordable, SpecError, check_arguments, from_spec, object_path
 from ..trust import SpecPolicy
@@ -172,9 +173,11 @@ class SVIModule(L.LightningModule):
         model: MonadicProgram | dict,
         guide: GuideArg,
         elbo: ELBO | dict | None = None,
-        optimizer: str | type = "torch.optim.Adam",
+        optimizer: str | type = "quivers.infer.WhitenedAdam",
         lr: float = 0.01,
         optimizer_kwargs: dict | None = None,
+        final_lr_frac: float = 1.0,
+        decay_start: float = 0.5,
         num_predict_samples: int = 100,
         num_val_samples: int = 100,
         data_plate: str = "data",
@@ -185,6 +188,10 @@ class SVIModule(L.LightningModule):
         super().__init__()
         check_policy(on_nonfinite)
         lr = check_learning_rate(lr, "SVIModule")
+        if not 0 < final_lr_frac <= 1:
+            raise ConfigError(f"SVIModule: final_lr_frac must be in (0, 1], got {final_lr_frac!r}")
+        if not 0 <= decay_start < 1:
+            raise ConfigError(f"SVIModule: decay_start must be in [0, 1), got {decay_start!r}")
         path = _LOADING.get()
         policy = SpecPolicy(tuple(trusted), f"checkpoint {path}" if path is not None else "SVIModule's arguments")
         check_specs(policy, {"model": model, "guide": guide, "elbo": elbo, "optimizer": optimizer})
@@ -209,6 +216,10 @@ class SVIModule(L.LightningModule):
         self.optimizer_path = optimizer
         self.lr = float(lr)
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.final_lr_frac = float(final_lr_frac)
+        self.decay_start = float(decay_start)
+        # (parameter, P) pairs for WhitenedAdam, set by the LaplaceWarmStart callback
+        self.whitening: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         self.num_predict_samples = int(num_predict_samples)
         self.num_val_samples = int(num_val_samples)
         self.data_plate = data_plate
@@ -219,6 +230,8 @@ class SVIModule(L.LightningModule):
             "optimizer": optimizer,
             "lr": self.lr,
             "optimizer_kwargs": self.optimizer_kwargs,
+            "final_lr_frac": self.final_lr_frac,
+            "decay_start": self.decay_start,
             "num_predict_samples": self.num_predict_samples,
             "num_val_samples": self.num_val_samples,
             "data_plate": data_plate,
@@ -275,15 +288,44 @@ class SVIModule(L.LightningModule):
             )
         model.set_plate_size(plate, num_data)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        """The optimizer over the guide's and the model's parameters (one parameter group per
+        parameter for :class:`~quivers.infer.WhitenedAdam`, whitened as the
+        :class:`~quivers.lightning.LaplaceWarmStart` callback found) and, with
+        ``final_lr_frac < 1``, a per-step schedule: constant for the first ``decay_start``
+        of the fit's steps (``trainer.estimated_stepping_batches``: ``max_steps``, or
+        ``max_epochs`` times the batches per epoch), then exponential decay to
+        ``final_lr_frac * lr`` at the end.
+
+        Raises
+        ------
+        ConfigError
+            With ``final_lr_frac < 1`` and neither ``max_steps`` nor ``max_epochs`` set.
+        """
         seen, params = set(), []
         for p in list(self.guide.parameters()) + list(self.model.parameters()):
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 params.append(p)
+        if issubclass(self._optimizer_cls, WhitenedAdam):
+            params = whitened_groups(params, self.whitening)
         optimizer = self._optimizer_cls(params, lr=self.lr, **self.optimizer_kwargs)
         check_optimizer(optimizer, "SVIModule")
-        return optimizer
+        if self.final_lr_frac == 1.0:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        if not math.isfinite(total) or total < 1:
+            raise ConfigError("SVIModule: final_lr_frac < 1 decays the learning rate over the fit's steps; set the "
+                              "trainer's max_steps or max_epochs")
+        total = int(total)
+        start = int(self.decay_start * total)
+        frac = self.final_lr_frac
+
+        def factor(step: int) -> float:
+            return 1.0 if step <= start else frac ** (min(step - start, total - start) / max(total - start, 1))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------ steps
     @staticmethod

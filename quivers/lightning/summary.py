@@ -7,11 +7,13 @@ import json
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..guides.guide import Guide
-from ..infer.predictive import Predictive
+from ..infer.inference_data import to_inference_data
 from ..program import MonadicProgram
 
 __all__ = ["posterior_summary", "format_summary", "write_summary", "plot_summary"]
@@ -19,7 +21,7 @@ __all__ = ["posterior_summary", "format_summary", "write_summary", "plot_summary
 COLUMNS = ("site", "mean", "sd", "5%", "50%", "95%")
 
 
-def _element_names(name: str, shape: torch.Size) -> list[str]:
+def _element_names(name: str, shape: tuple[int, ...]) -> list[str]:
     dims = [s for s in shape if s != 1]
     if not dims:
         return [name]
@@ -31,10 +33,11 @@ def _element_names(name: str, shape: torch.Size) -> list[str]:
 
 def posterior_summary(
     model: MonadicProgram, guide: Guide, batch: Mapping[str, torch.Tensor] | None = None,
-    num_samples: int = 1000, sites: Sequence[str] | None = None,
+    num_samples: int = 1000, sites: Sequence[str] | None = None, idata: Any = None,
 ) -> list[dict[str, float | str]]:
     """Mean, sd and 5/50/95% quantiles of each scalar element of the latent and
-    deterministic sites, from ``num_samples`` posterior draws.
+    deterministic sites, computed by ArviZ (``az.summary``) from ``num_samples`` posterior
+    draws (:func:`~quivers.infer.to_inference_data`), or from ``idata`` when given.
 
     Returns
     -------
@@ -42,19 +45,20 @@ def posterior_summary(
         One row per scalar element, keys :data:`COLUMNS`; site elements are named
         ``site[i,j]`` (0-based, singleton dimensions dropped).
     """
+    import arviz as az
+
+    if idata is None:
+        idata = to_inference_data(model, guide, batch, num_samples, posterior_predictive=False,
+                                  log_likelihood=False)
     if sites is None:
-        sites = list(guide.latent_names) + [s.name for s in model.steps if s.kind == "deterministic"]
-    draws = Predictive(model, guide, num_samples=num_samples, return_sites=sites)(batch or {})
-    rows = []
-    for name in sites:
-        v = draws[name].reshape(num_samples, -1).double()
-        elem = _element_names(name, draws[name].shape[1:])
-        q = torch.quantile(v, torch.tensor([0.05, 0.5, 0.95], dtype=v.dtype, device=v.device), dim=0)
-        mean, sd = v.mean(0), v.std(0)
-        for i, en in enumerate(elem):
-            rows.append({"site": en, "mean": float(mean[i]), "sd": float(sd[i]),
-                         "5%": float(q[0, i]), "50%": float(q[1, i]), "95%": float(q[2, i])})
-    return rows
+        sites = list(idata.posterior.data_vars)
+    stats = {"5%": lambda x: np.quantile(x, 0.05), "50%": np.median, "95%": lambda x: np.quantile(x, 0.95)}
+    table = az.summary(idata, var_names=list(sites), kind="stats", stat_funcs=stats, extend=True)
+    names = [n for site in sites for n in _element_names(site, idata.posterior[site].shape[2:])]
+    if len(names) != len(table):
+        raise AssertionError(f"az.summary gave {len(table)} rows for {len(names)} elements")
+    return [{"site": n, **{c: float(row[c]) for c in COLUMNS[1:]}} for n, (_, row) in zip(names, table.iterrows(),
+                                                                                          strict=True)]
 
 
 def format_summary(rows: Sequence[Mapping[str, float | str]], max_rows: int = 40) -> str:
@@ -93,38 +97,53 @@ def _elbo_curve(metrics_csv: pathlib.Path) -> tuple[list[float], list[float]]:
     return steps, values
 
 
+def _smooth(values: Sequence[float]) -> np.ndarray:
+    """Centred moving average over about 2% of the points (at least 1)."""
+    v = np.asarray(values, dtype=float)
+    w = max(1, len(v) // 50)
+    if w == 1:
+        return v
+    kernel = np.ones(w) / w
+    padded = np.pad(v, (w // 2, w - 1 - w // 2), mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
 def plot_summary(
     rows: Sequence[Mapping[str, float | str]], path: str | pathlib.Path,
-    metrics_csv: str | pathlib.Path | None = None, max_rows: int = 40,
+    metrics_csv: str | pathlib.Path | None = None,
 ) -> pathlib.Path:
-    """PNG with the posterior intervals (5-95%, median) and, if ``metrics_csv`` (a
-    CSVLogger ``metrics.csv``) is given, the ELBO curve."""
+    """PNG with the posterior intervals (5-95%, median) of every row and, if ``metrics_csv``
+    (a CSVLogger ``metrics.csv``) is given, the training ELBO per step with its moving
+    average over 2% of the steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(rows)[:max_rows]
+    rows = list(rows)
     curve = _elbo_curve(pathlib.Path(metrics_csv)) if metrics_csv else ([], [])
     ncols = 2 if curve[0] else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, max(3.0, 0.28 * len(rows) + 1)), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, max(3.0, 0.22 * len(rows) + 1)), squeeze=False)
     ax = axes[0, 0]
     y = list(range(len(rows)))[::-1]
     ax.hlines(y, [float(r["5%"]) for r in rows], [float(r["95%"]) for r in rows], color="C0", lw=2)
     ax.plot([float(r["50%"]) for r in rows], y, "o", color="C1", ms=4)
-    ax.set_yticks(y, [str(r["site"]) for r in rows])
+    ax.set_yticks(y, [str(r["site"]) for r in rows], fontsize=8 if len(rows) > 40 else 10)
+    ax.set_ylim(-1, len(rows))
     ax.set_title("posterior: median and 5-95% interval")
     ax.grid(axis="x", alpha=0.3)
     if ncols == 2:
         ax2 = axes[0, 1]
         steps, values = curve
-        ax2.plot(steps, values, lw=1)
-        lo = sorted(values)[len(values) // 20] if len(values) > 20 else min(values)
-        if math.isfinite(lo):
-            ax2.set_ylim(bottom=lo)
+        ax2.plot(steps, values, lw=0.5, color="C0", alpha=0.35, label="per step")
+        ax2.plot(steps, _smooth(values), lw=1.5, color="C0", label="moving average")
+        finite = sorted(v for v in values if math.isfinite(v))
+        if len(finite) > 20:
+            ax2.set_ylim(bottom=finite[len(finite) // 20])
         ax2.set_xlabel("step")
         ax2.set_ylabel("ELBO (nats)")
         ax2.set_title("training ELBO")
+        ax2.legend(loc="lower right")
         ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = pathlib.Path(path)
