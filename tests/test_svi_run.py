@@ -272,3 +272,47 @@ def test_local_latents_in_a_plate_are_warm_started_and_fitted():
     z = guide.sample_posterior({"y": y}, (20_000,))["theta"]
     assert ((z.mean(0) - mean).abs() / sd).max() < 0.05
     assert ((z.std(0) / sd) - 1).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("guide_cls, optimizer_whitens", [(AutoMultivariateNormal, False), (AutoNormalGuide, True)])
+def test_each_guide_is_whitened_once(guide_cls, optimizer_whitens):
+    """Gaussian guides train inside ``whitened`` (their whole distribution in whitened
+    coordinates), so the optimizer must not whiten their location again; AutoNormal, which
+    has no whitened form, whitens its locations in the optimizer instead."""
+    torch.manual_seed(0)
+    model, batch, _, _ = ill_conditioned()
+    svi = SVI(model, guide_cls(model))
+    svi.run(batch, 600, progress_bar=False, psis_particles=0)
+    whitened = [g for g in svi.optim.param_groups if g["whiten"] is not None]
+    assert bool(whitened) == optimizer_whitens
+
+
+class Saddle(MonadicProgram):
+    """``z ~ Normal(0, 3)``, ``p ~ Dirichlet(1, 1, 1)``, ``y ~ Normal(z^2 + p_0, 0.3)`` with
+    ``y = 4``: at ``z = 0`` the potential has negative curvature in ``z`` (modes near
+    ``z = +-1.9``), and ``p``'s simplex transform is not elementwise, so a constrained
+    median is sampled rather than mapped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.declare(Latent("z", lambda: dist.Normal(0.0, 3.0)),
+                     Latent("p", lambda: dist.Dirichlet(torch.ones(3))),
+                     Observed("y", lambda z, p: dist.Normal(z.square() + p[..., 0], 0.3)))
+
+
+def test_warm_start_of_the_laplace_guide_starts_from_its_own_point():
+    """AutoLaplaceApproximation's constrained median needs the Hessian at its point; at a
+    saddle that Hessian is indefinite (a GuideError before this was fixed). The warm start
+    starts from the point itself, and the saddle-free Newton search leaves the saddle for a
+    mode with a positive definite Hessian."""
+    from quivers.guides import AutoLaplaceApproximation
+
+    torch.manual_seed(0)
+    model, batch = Saddle(), {"y": torch.tensor(4.0)}
+    guide = AutoLaplaceApproximation(model)
+    with torch.no_grad():
+        guide.loc.zero_()  # z = 0: the saddle
+    ws = laplace_warm_start(guide, batch)
+    assert ws.converged and ws.clipped == 0
+    assert 1.5 < abs(float(guide.median(batch)["z"])) < 2.1
+    assert bool((torch.linalg.eigvalsh(guide.hessian(batch)) > 0).all())

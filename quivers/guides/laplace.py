@@ -16,6 +16,7 @@ from .continuous import AutoContinuous
 from .gaussian import AutoMultivariateNormal
 from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
+from .map_search import lbfgs_search
 from .transforms import LowerCholeskyAffine
 
 __all__ = ["AutoLaplaceApproximation"]
@@ -190,24 +191,13 @@ class AutoLaplaceApproximation(AutoContinuous):
             first = float(potential(start))
         if not math.isfinite(first):
             raise GuideError(f"fit_map: the log joint is not finite at the starting point (got {-first})")
-        u = start.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([u], max_iter=int(max_iter), tolerance_grad=tolerance_grad,
-                                tolerance_change=1e-12, history_size=50, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = potential(u)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        found = lbfgs_search(potential, start, max_iter, tolerance_grad)
+        if not (math.isfinite(found.value) and bool(torch.isfinite(found.point).all())):
+            raise GuideError(f"fit_map: L-BFGS reached a non-finite point (log joint {-found.value}); loc left "
+                             "unchanged")
         with torch.no_grad():
-            final = float(potential(u))
-        if not (math.isfinite(final) and bool(torch.isfinite(u).all())):
-            raise GuideError(f"fit_map: L-BFGS reached a non-finite point (log joint {-final}); loc left unchanged")
-        with torch.no_grad():
-            self.loc.copy_(u)
-        return final
+            self.loc.copy_(found.point)
+        return found.value
 
     @torch.no_grad()
     def _set_moments(self, loc: torch.Tensor, cov: torch.Tensor) -> None:

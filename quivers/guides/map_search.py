@@ -72,10 +72,12 @@ def newton_decrement(g: torch.Tensor, h: torch.Tensor) -> float:
 def newton_search(potential: Potential, start: torch.Tensor, max_iter: int = 100) -> MapSearch:
     """Minimise ``potential`` by saddle-free damped Newton steps (Dauphin et al. 2014;
     Levenberg 1944, Marquardt 1963): with ``H = V diag(lambda) V^T`` the step is
-    ``-V diag(1 / (|lambda| + mu)) V^T g``; ``mu`` grows tenfold until the step lowers
-    the potential and shrinks tenfold after each accepted step. Near a strict mode this is
-    Newton's method (quadratic convergence); away from one it descends along negative
-    curvature instead of stepping to a saddle. Stops when the Newton decrement is below
+    ``-V diag(1 / (|lambda| + mu)) V^T g``, and along the most negative curvature direction
+    at least ``(|lambda_min| + mu)^-1/2`` downhill (so an exact saddle, where ``g`` is
+    zero, is left too); ``mu`` grows tenfold until the step lowers the potential and
+    shrinks tenfold after each accepted step. Near a strict mode this is Newton's method
+    (quadratic convergence); away from one it descends along negative curvature instead of
+    stepping to a saddle. Stops when the Newton decrement is below
     ``1e-3`` posterior sds, or no damping lowers the potential, or after ``max_iter``.
 
     Parameters
@@ -105,7 +107,12 @@ def newton_search(potential: Potential, start: torch.Tensor, max_iter: int = 100
         floor = 1e-12 * float(evals.abs().max().clamp_min(1.0))
         accepted = False
         for _ in range(60):
-            step = -(evecs @ (gv / (evals.abs() + mu + floor)))
+            comp = gv / (evals.abs() + mu + floor)
+            if bool(evals[0] < 0):  # negative curvature: move along it by at least its length scale
+                escape = float(evals[0].abs() + mu) ** -0.5
+                sign = 1.0 if float(gv[0]) >= 0 else -1.0  # downhill (either way at an exact saddle)
+                comp[0] = sign * max(abs(float(comp[0])), escape)
+            step = -(evecs @ comp)
             f_new = potential(u + step).detach()
             if bool(torch.isfinite(f_new)) and float(f_new) <= float(f):
                 accepted = True
@@ -122,7 +129,8 @@ def newton_search(potential: Potential, start: torch.Tensor, max_iter: int = 100
     return MapSearch(u, float(f), it, converged, "newton")
 
 
-def lbfgs_search(potential: Potential, start: torch.Tensor, max_iter: int = 1000) -> MapSearch:
+def lbfgs_search(potential: Potential, start: torch.Tensor, max_iter: int = 1000,
+                 tolerance_grad: float = 1e-9) -> MapSearch:
     """Minimise ``potential`` by L-BFGS with a strong-Wolfe line search (Nocedal & Wright
     2006, alg. 7.5 and 3.5; ``torch.optim.LBFGS``). Convergence is judged afterwards by
     the Newton decrement with the exact Hessian (:func:`newton_decrement`), when the
@@ -137,9 +145,11 @@ def lbfgs_search(potential: Potential, start: torch.Tensor, max_iter: int = 1000
         Starting point, shape ``(D,)``.
     max_iter : int
         Largest number of L-BFGS iterations.
+    tolerance_grad : float
+        L-BFGS stops when the largest gradient entry is below this.
     """
     u = start.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([u], max_iter=int(max_iter), max_eval=int(max_iter) * 2, tolerance_grad=1e-9,
+    opt = torch.optim.LBFGS([u], max_iter=int(max_iter), max_eval=int(max_iter) * 2, tolerance_grad=tolerance_grad,
                             tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

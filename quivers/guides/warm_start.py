@@ -168,14 +168,19 @@ def laplace_warm_start(
     ref = next(guide.parameters())
     work = ref.dtype if dtype is None else dtype
     with torch.no_grad():
-        start_sites = guide.latent_median(guide.model.prepare(batch, subsample=False))
+        # a flat guide's own unconstrained median is the start (no sampling, no Hessian: the
+        # Laplace guide's constrained median would need one at a point that is no mode yet)
+        own = guide._unconstrained_median() if (hasattr(guide, "_unconstrained_median")
+                                                and getattr(guide, "batch_ndim", 0) == 0) else None
+        start_sites = None if own is not None else guide.latent_median(guide.model.prepare(batch, subsample=False))
     with promoted(guide.model, work):
         lap = AutoLaplaceApproximation(guide.model, guide.observed_names, init_loc_fn=guide.init_loc_fn)
         lap.to(dtype=work, device=ref.device)
         data = _as_dtype(batch, work)
         prepared = guide.model.prepare(data, subsample=False)
         with torch.no_grad():
-            start = lap.unconstrained({k: v.to(work) for k, v in start_sites.items()}, prepared)
+            start = (own.detach().to(work) if own is not None
+                     else lap.unconstrained({k: v.to(work) for k, v in start_sites.items()}, prepared))
         potential = lap._potential(data)
         use_newton = method == "newton" or (method == "auto" and lap.latent_dim <= newton_max_dim)
         search = newton_search if use_newton else lbfgs_search

@@ -146,7 +146,8 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
     if whiten and ws is not None and not ws.converged:
         notes.append("not whitened: the warm start did not reach a mode")
     if svi.default_optim:
-        loc_whitening = getattr(guide, "_loc_whitening", None)
+        # guides without a whitened form (AutoNormal) whiten their locations in the optimizer
+        loc_whitening = None if whiten_guide else getattr(guide, "_loc_whitening", None)
         by = loc_whitening(ws.cov) if (whiten and ws is not None and ws.converged and loc_whitening) else []
         params = [p for p in guide.parameters() if p.requires_grad]
         svi.set_optimizer(WhitenedAdam(whitened_groups(params, by), lr=lr or DEFAULT_LR))
