@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import short_trainer
 from lightning.pytorch.callbacks import EarlyStopping
+from test_svi_run import ill_conditioned
 
 from quivers.datasets import TensorDataModule
 from quivers.errors import ConfigError
 from quivers.guides import AutoMultivariateNormal, AutoStructured
 from quivers.infer import Trace_ELBO, WhitenedAdam
 from quivers.lightning import LaplaceWarmStart, PosteriorAveraging, SVIModule
-from helpers import short_trainer
-from test_svi_run import ill_conditioned
 
 
 def recipe_fit(tmp_path, steps: int = 1200, **kwargs):
