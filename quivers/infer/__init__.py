@@ -5,9 +5,10 @@ from .elbo import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from .inference_data import to_inference_data
 from .predictive import Predictive
 from .psis import PSISDiagnostic, psis_diagnostic
+from .renyi import RenyiELBO
 from .run import PlateauRule, SVIRunResult
 from .svi import SVI
 from .whitened import WhitenedAdam
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "SVI", "SVIRunResult", "PlateauRule", "Predictive",
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "SVI", "SVIRunResult", "PlateauRule", "Predictive",
            "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam", "to_inference_data"]

@@ -10,13 +10,13 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 from ..errors import ConfigError, GuideError, ShapeError
-from ..guides.guide import Guide, LogProbTerms
+from ..guides.guide import Guide, LogProbTerms, Sites
 from ..program import MonadicProgram, Trace
 from ..shapes import fmt_shape, reduce_to_sample
 from ..spec import Recordable
 from ..validation import check_positive_int
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "scaled_log_q"]
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "scaled_log_q", "weighted_draws"]
 
 
 class ELBO(Recordable, nn.Module):
@@ -89,21 +89,66 @@ class Trace_ELBO(ELBO):
     ----------
     num_particles, vectorize_particles
         See :class:`ELBO`.
+    stl : bool
+        The sticking-the-landing estimator (Roeder, Wu & Duvenaud 2017): ``log q(z)`` is
+        evaluated with the guide's parameters detached, so only the path through ``z``
+        carries gradient. Same value and expectation; at the exact posterior its gradient
+        is zero for every draw, so the noise vanishes as the guide fits. Costs one
+        :meth:`~quivers.guides.Guide.log_prob_terms` per step (the inverse of a flow).
+        Reparameterised guides only.
+
+    Raises
+    ------
+    ConfigError
+        If ``num_particles`` is not a positive integer.
+    GuideError
+        With ``stl=True``, at the first step, if the guide is not reparameterised.
     """
 
+    def __init__(self, num_particles: int = 1, vectorize_particles: bool = True, stl: bool = False) -> None:
+        super().__init__(num_particles, vectorize_particles)
+        self.stl = bool(stl)
+
     def _particles(self, model: MonadicProgram, guide: Guide, batch: Mapping[str, Any], ss: torch.Size) -> torch.Tensor:
-        if guide.has_rsample:
-            z, terms = guide.rsample_and_log_prob_terms(batch, ss)
-        else:
-            z = {k: v.detach() for k, v in guide.rsample(batch, ss).items()}
-            terms = guide.log_prob_terms(batch, z)
-        tr = model.trace(batch, z, ss)
-        log_q = scaled_log_q(tr, terms, guide)
-        elbo = tr.log_joint() - log_q
         if not guide.has_rsample:
+            if self.stl:
+                raise GuideError(f"Trace_ELBO(stl=True) needs a reparameterised guide; {type(guide).__name__} is not")
+            z = {k: v.detach() for k, v in guide.rsample(batch, ss).items()}
+            tr = model.trace(batch, z, ss)
+            log_q = scaled_log_q(tr, guide.log_prob_terms(batch, z), guide)
+            elbo = tr.log_joint() - log_q
             surrogate = elbo + log_q * elbo.detach()
-            elbo = elbo.detach() + (surrogate - surrogate.detach())
-        return elbo
+            return elbo.detach() + (surrogate - surrogate.detach())
+        return weighted_draws(model, guide, batch, ss, detach_guide=self.stl)[1]
+
+
+def weighted_draws(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any], ss: torch.Size,
+                   detach_guide: bool = False) -> tuple[Sites, torch.Tensor]:
+    """Reparameterised draws ``z ~ q`` (trace layout, leading ``ss``) and their log weights
+    ``log p(x, z) - log q(z)`` (shape ``ss``).
+
+    With ``detach_guide``, ``log q`` is evaluated at ``z`` with the guide's parameters
+    detached (``torch.func.functional_call``): the gradient flows only through ``z`` (the
+    path derivative of Roeder et al. 2017, the building block of STL and DReG).
+    """
+    z, terms = guide.rsample_and_log_prob_terms(batch, ss)
+    if detach_guide:
+        frozen = {name: p.detach() for name, p in guide.named_parameters()}
+        terms = torch.func.functional_call(_LogProbTerms(guide), {f"guide.{k}": v for k, v in frozen.items()},
+                                           (batch, z), strict=False)
+    tr = model.trace(batch, z, ss)
+    return z, tr.log_joint() - scaled_log_q(tr, terms, guide)
+
+
+class _LogProbTerms(nn.Module):
+    """``forward`` is the guide's ``log_prob_terms`` (what ``functional_call`` can call)."""
+
+    def __init__(self, guide: Guide) -> None:
+        super().__init__()
+        self.guide = guide
+
+    def forward(self, batch: Mapping[str, Any], z: Mapping[str, torch.Tensor]) -> LogProbTerms:
+        return self.guide.log_prob_terms(batch, z)
 
 
 def scaled_log_q(tr: Trace, terms: LogProbTerms, guide: Guide) -> torch.Tensor | float:
