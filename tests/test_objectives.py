@@ -78,9 +78,9 @@ def test_stl_gradient_is_zero_at_the_exact_posterior_for_every_draw():
 def test_dreg_has_the_iwae_gradient_in_expectation_with_lower_variance():
     """DReG (Tucker et al. 2018) and the standard IWAE estimator, 300 draws each, K = 8, for a
     guide 0.9x too narrow and 0.2 sd off: their means agree within four standard errors in
-    every coordinate, and DReG's total variance is lower. Measured ratio: 167 here (396 at
-    K = 32); for a guide far off (0.7x, 0.5 sd) it falls to 1.7, as the path term then
-    dominates. The test asks for 10."""
+    every coordinate, and DReG's total variance is lower. Measured ratio
+    (benchmarks/dreg_variance.py): 167 here, 396 at K = 32; for a guide far off (0.7x,
+    0.5 sd) about 2.6, as the path term then dominates. The test asks for 10."""
     torch.manual_seed(4)
     model, batch, mean, sd, _ = setup()
     guide = guide_at(model, mean, sd, 0.9, shift=0.2)
