@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..guides.guide import Guide, Sites
 from ..program import MonadicProgram
 from ..validation import check_positive_int
-from .elbo import scaled_log_q
+from .elbo import weighted_draws
 
 __all__ = ["PSISDiagnostic", "psis_diagnostic", "importance_draws", "psis_resample", "diagnose"]
 
@@ -98,9 +98,7 @@ def importance_draws(model: MonadicProgram, guide: Guide, batch: Mapping[str, An
     done = 0
     while done < num_particles:
         ss = torch.Size((min(chunk, num_particles - done),))
-        z, terms = guide.rsample_and_log_prob_terms(prepared, ss)
-        tr = model.trace(prepared, z, ss)
-        parts.append((z, tr.log_joint() - scaled_log_q(tr, terms, guide)))
+        parts.append(weighted_draws(model, guide, prepared, ss))
         done += ss[0]
     z = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
     return z, torch.cat([p[1] for p in parts])
