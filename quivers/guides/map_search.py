@@ -35,6 +35,10 @@ class MapSearch:
         Whether the Newton decrement at ``point`` is below ``1e-3`` posterior sds.
     method : str
         ``"newton"`` or ``"lbfgs"``.
+    gradient : Tensor
+        The potential's gradient at ``point``, shape ``(D,)``.
+    hessian : Tensor or None
+        Its Hessian at ``point``, shape ``(D, D)``, where the search computed it (Newton).
     """
 
     point: torch.Tensor
@@ -42,6 +46,8 @@ class MapSearch:
     iterations: int
     converged: bool
     method: str
+    gradient: torch.Tensor
+    hessian: torch.Tensor | None = None
 
 
 def _grad(potential: Potential, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +132,7 @@ def newton_search(potential: Potential, start: torch.Tensor, max_iter: int = 100
     else:
         h = hessian(potential, u)
         converged = newton_decrement(g, h) < CONVERGED_SD
-    return MapSearch(u, float(f), it, converged, "newton")
+    return MapSearch(u, float(f), it, converged, "newton", g, h)
 
 
 def lbfgs_search(potential: Potential, start: torch.Tensor, max_iter: int = 1000,
@@ -164,4 +170,4 @@ def lbfgs_search(potential: Potential, start: torch.Tensor, max_iter: int = 1000
     f, g = _grad(potential, point)
     evals = int(opt.state[opt._params[0]].get("func_evals", 0))
     converged = bool(torch.isfinite(f)) and float(g.abs().max()) < 1e-6 * max(1.0, abs(float(f)))
-    return MapSearch(point, float(f), evals, converged, "lbfgs")
+    return MapSearch(point, float(f), evals, converged, "lbfgs", g)

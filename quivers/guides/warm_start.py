@@ -201,11 +201,10 @@ def laplace_warm_start(
             candidate = search(potential, point, iters)
             if math.isfinite(candidate.value) and candidate.value < best.value - 1e-3:
                 best = candidate
-        h = hessian(potential, best.point).detach()
+        h = best.hessian if best.hessian is not None else hessian(potential, best.point)
         if not bool(torch.isfinite(h).all()):
             raise GuideError("laplace_warm_start: the Hessian at the mode is not finite")
-        g = torch.autograd.functional.jacobian(potential, best.point)
-    decrement = newton_decrement(g.to(torch.float64), h.to(torch.float64))
+    decrement = newton_decrement(best.gradient.to(torch.float64), h.to(torch.float64))
     converged = decrement < CONVERGED_SD if best.method == "lbfgs" else best.converged
     if not converged:
         warnings.warn(

@@ -3,6 +3,7 @@ iterate averaging, a stopping rule, PSIS diagnostic) as one call."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -29,8 +30,6 @@ __all__ = ["SVIRunResult", "PlateauRule", "run"]
 DEFAULT_LR = 0.03
 DEFAULT_MAX_STEPS = 20_000
 DEFAULT_PARTICLES = 16
-RUN_OPTIONS = frozenset({"warm_start", "num_restarts", "whiten", "lr", "final_lr_frac", "averaging", "early_stopping",
-                         "stopping", "min_refine_steps", "psis_particles", "num_particles"})
 RUN_OPTIONS = frozenset({"warm_start", "num_restarts", "whiten", "lr", "final_lr_frac", "averaging", "early_stopping",
                          "stopping", "min_refine_steps", "psis_particles"})
 
@@ -171,6 +170,11 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
     return SVIRunResult(torch.tensor(losses), len(losses), converged, time.perf_counter() - t0, ws, diag,
                         explore, notes)
 
+
+
+# the keyword options of SVI.run: run's own keyword-only parameters
+RUN_OPTIONS = frozenset(name for name, p in inspect.signature(run).parameters.items()
+                        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "progress_bar")
 
 def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool, final_lr_frac: float,
          averaging: bool, early_stopping: bool, rule: PlateauRule, min_refine_steps: int
