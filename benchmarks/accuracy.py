@@ -9,7 +9,8 @@ parameter (Stan's names, transformed parameters computed from the draws):
   mean standardized W1          mean_i W1(q_i, ref_i) / sd_ref_i   (W1 between the empirical quantile functions)
   fit seconds                   wall time of the whole fit (warm start, compilation, SVI, Laplace Hessian)
 
-Each guide runs at three settings:
+Each guide runs at three settings (the AutoDAIS cells, NumPyro's defaults with K = 4 or 16 and a
+diagonal or Cholesky base, at the default setting only):
 
   default       exactly what SVI.run does with no arguments (and quivers fit's recipe): the guide
                 built with its defaults, SVI(model, guide).run(batch) -- float64 Newton warm start
@@ -54,6 +55,7 @@ import torch
 
 from quivers.guides import (
     AutoBNAFNormal,
+    AutoDAIS,
     AutoDiagonalNormal,
     AutoIAFNormal,
     AutoLaplaceApproximation,
@@ -75,6 +77,11 @@ GUIDES = {
     "AutoLaplace": AutoLaplaceApproximation,
     "AutoIAFNormal": AutoIAFNormal,
     "AutoBNAFNormal": AutoBNAFNormal,
+    # AutoDAIS at NumPyro's defaults but for K and the base (issue 17's cells)
+    "AutoDAIS-diag-K4": lambda m, **kw: AutoDAIS(m, K=4, base_dist="diagonal", **kw),
+    "AutoDAIS-chol-K4": lambda m, **kw: AutoDAIS(m, K=4, base_dist="cholesky", **kw),
+    "AutoDAIS-diag-K16": lambda m, **kw: AutoDAIS(m, K=16, base_dist="diagonal", **kw),
+    "AutoDAIS-chol-K16": lambda m, **kw: AutoDAIS(m, K=16, base_dist="cholesky", **kw),
 }
 # NumPyro's guide of the same family for each of ours (the issue's table: mean standardized W1,
 # NumPyro 0.22, 20,000 Adam steps, lr 0.01, 1 particle, float64); NUTS with 500 draws is the noise floor
@@ -326,6 +333,18 @@ def targets(rows: list[dict], shapes: dict[str, dict]) -> list[str]:
         disagree = [f"{p} (k {r.get('k_hat', math.nan):.2f}, W1 {w1[p]:.3f})" for p, r in dflt if p not in agree]
         lines.append(f"- Default AutoMultivariateNormal, k-hat <= 0.7 agrees with W1 <= 0.15: **{len(agree)} of "
                      f"{len(dflt)}** (target 9 of 10). Disagree: {', '.join(disagree) or 'none'}.")
+    dais_targets = ("eight_schools-eight_schools_noncentered", "gp_pois_regr-gp_pois_regr")
+    pairs = [(p, get.get(("default", p, "AutoDAIS-chol-K4")), get.get(("default", p, "AutoMultivariateNormal")))
+             for p in dais_targets]
+    pairs = [(p, d, m) for p, d, m in pairs if d is not None and m is not None]
+    if pairs:
+        cells = [f"{p} ({_fmt(d)} vs {_fmt(m)}, {1000 * d['fit_s'] / max(d['svi_steps'], 1):.1f} vs "
+                 f"{1000 * m['fit_s'] / max(m['svi_steps'], 1):.1f} ms per step, fit time over steps)"
+                 for p, d, m in pairs]
+        met = [p for p, d, m in pairs if d.get("mean_std_w1", math.inf) < m.get("mean_std_w1", math.inf)]
+        lines.append(f"- Default AutoDAIS(base_dist='cholesky', K=4) below default AutoMultivariateNormal's W1 on the "
+                     f"non-Gaussian {', '.join(dais_targets)}: **{len(met)} of {len(pairs)}** (target all). "
+                     f"{'; '.join(cells)}.")
     mvn = [(p, get.get(("recommended", p, "AutoMultivariateNormal"))) for p in POSTERIORS]
     mvn = [(p, r) for p, r in mvn if r is not None]
     if mvn:
@@ -392,6 +411,8 @@ def main() -> None:
             s = Settings(args.steps, s.lr, s.final_lr_frac, s.particles, s.warm_start, s.average_frac, s.default)
         for name in args.posteriors.split(","):
             for g in args.guides.split(","):
+                if g.startswith("AutoDAIS") and not s.default:
+                    continue  # the DAIS cells are at the default setting only
                 try:
                     r = fit_one(name, g, s, args.draws, args.seed)
                 except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal

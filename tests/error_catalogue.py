@@ -38,11 +38,13 @@ from quivers.errors import (
     SupportError,
 )
 from quivers.guides import (
+    AutoDAIS,
     AutoDiagonalNormal,
     AutoGuideList,
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
     AutoNormalGuide,
+    AutoSemiDAIS,
     AutoStructured,
     Guide,
     init_to_value,
@@ -529,6 +531,46 @@ def part_for_another_model(ctx: Context) -> Attempt:
     model = EightSchools()
     guides = AutoGuideList(model)
     return Attempt(lambda: guides.append(AutoNormalGuide(EightSchools())), snapshot(model, guides))
+
+
+@case("guide", "`AutoDAIS(eta_init=0.2)` with the default `eta_max=0.1`", GuideError,
+      r"eta_init must satisfy 0 < eta_init < eta_max = 0.1, got 0.2")
+def dais_eta_init(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: AutoDAIS(model, eta_init=0.2), snapshot(model))
+
+
+@case("guide", "`AutoDAIS` for a model whose plate sets `subsample_size`", GuideError,
+      r"AutoDAIS cannot be used with data subsampling \(plates \['data'\] set subsample_size\)")
+def dais_subsampling_plate(ctx: Context) -> Attempt:
+    model = _subsampled_counts()
+    return Attempt(lambda: AutoDAIS(model), snapshot(model))
+
+
+@case("guide", "an `AutoDAIS` step on a minibatch (plate indices in the batch)", GuideError,
+      r"AutoDAIS cannot be used with data subsampling: this batch is a minibatch \(subsample scale 2.5\)")
+def dais_minibatch(ctx: Context) -> Attempt:
+    model = Counts()
+    guide = AutoDAIS(model)
+    optim = torch.optim.Adam(guide.parameters())
+    svi = SVI(model, guide, optim)
+    batch = {"counts": GOOD["counts"][:2], "exposure": GOOD["exposure"][:2], "data": torch.arange(2)}
+    return Attempt(lambda: svi.step(batch), snapshot(model, guide, optim))
+
+
+@case("guide", "`AutoSemiDAIS` for a model with two subsampled plates", GuideError,
+      r"AutoSemiDAIS assumes that the model contains exactly 1 plate with data subsampling, found \['a', 'b'\]")
+def semidais_two_plates(ctx: Context) -> Attempt:
+    model = program(lambda: [Latent("x", lambda: dist.Normal(0.0, 1.0), plate=Plate("a", size=4, subsample_size=2)),
+                             Latent("y", lambda: dist.Normal(0.0, 1.0), plate=Plate("b", size=4, subsample_size=2,
+                                                                                  dim=-2))])()
+    return Attempt(lambda: AutoSemiDAIS(model), snapshot(model))
+
+
+def _subsampled_counts() -> MonadicProgram:
+    data = Plate("data", size=5, subsample_size=2)
+    return program(lambda: [Latent("rate", lambda: dist.Gamma(2.0, 1.0)),
+                            Observed("counts", lambda rate, exposure: dist.Poisson(rate * exposure), plate=data)])()
 
 
 @case("guide", "`AutoLowRankMultivariateNormal(rank=11)` for 10 latent dimensions", GuideError,

@@ -12,6 +12,7 @@ import quivers
 from quivers.datasets import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y, simulate_varying_intercepts
 from quivers.guides import (
     AutoBNAFNormal,
+    AutoDAIS,
     AutoDeltaGuide,
     AutoDiagonalNormal,
     AutoGuideList,
@@ -20,6 +21,7 @@ from quivers.guides import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
     AutoNormalGuide,
+    AutoSemiDAIS,
     AutoStructured,
 )
 from quivers.infer import SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
@@ -34,6 +36,7 @@ GUIDES = {
     "AutoBNAFNormal": AutoBNAFNormal, "AutoStructured": AutoStructured,
     "AutoGuideList": lambda m: AutoGuideList(m, [AutoMultivariateNormal(m, observed_names=["eta"]),
                                                  AutoNormalGuide(m, observed_names=["mu", "tau"])]),
+    "AutoDAIS": lambda m: AutoDAIS(m, K=2, base_dist="cholesky"), "AutoSemiDAIS": lambda m: AutoSemiDAIS(m, K=2),
 }
 
 

@@ -7,6 +7,7 @@ step specs, through the shared :class:`LatentRegistry`.
 from .auto import AutoGuide
 from .composite import AutoCallable, AutoGuideList
 from .continuous import AutoContinuous
+from .dais import AutoDAIS, AutoSurrogateLikelihoodDAIS
 from .delta import AutoDelta, AutoDeltaGuide
 from .flows import AutoBNAFNormal, AutoIAFNormal, AutoNormalizingFlow
 from .gaussian import (
@@ -29,6 +30,7 @@ from .initialization import (
 from .laplace import AutoLaplaceApproximation
 from .normal import AutoNormal, AutoNormalGuide
 from .registry import LatentRegistry, LatentSite
+from .semi_dais import AutoSemiDAIS
 from .structured import AutoStructured
 from .warm_start import WarmStart, laplace_warm_start
 
@@ -37,7 +39,7 @@ __all__ = [
     "AutoContinuous", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
     "AutoBatchedMultivariateNormal", "AutoBatchedLowRankMultivariateNormal", "AutoLaplaceApproximation",
     "AutoStructured", "AutoIAFNormal", "AutoBNAFNormal", "AutoNormalizingFlow",
-    "AutoGuideList", "AutoCallable",
+    "AutoGuideList", "AutoCallable", "AutoDAIS", "AutoSurrogateLikelihoodDAIS", "AutoSemiDAIS",
     "LatentRegistry", "LatentSite", "init_to_median", "init_to_mean", "init_to_feasible",
     "init_to_uniform", "init_to_value", "init_to_sample", "init_to_generated", "laplace_warm_start", "WarmStart",
 ]

@@ -104,6 +104,11 @@ class AutoContinuous(AutoGuide):
         """Median of the flat posterior where it is known in closed form (``None``: sample)."""
         return None
 
+    def _search_start(self) -> torch.Tensor | None:
+        """Where :func:`~quivers.guides.laplace_warm_start`'s MAP search starts: the flat
+        median where it is known in closed form (``None``: the sampled median)."""
+        return self._unconstrained_median()
+
     def _unconstrained_sd(self, batch: PreparedBatch) -> torch.Tensor | None:
         """Marginal standard deviations of a Gaussian flat posterior (``None``: not Gaussian)."""
         return None
@@ -151,6 +156,11 @@ class AutoContinuous(AutoGuide):
         u, log_det = self.registry.unconstrain(sites, batch or {})
         return self.registry.pack(u, ss, self.batch_ndim), sum(log_det.values())
 
+    @property
+    def has_whitened_form(self) -> bool:
+        """Whether :meth:`whitened` applies to this family (the Gaussian guides)."""
+        return hasattr(self, "_fold_whitening")
+
     @contextmanager
     def whitened(self, shift: torch.Tensor, cov: torch.Tensor) -> Iterator[None]:
         """Train in whitened coordinates: inside the block the guide's parameters describe
@@ -177,7 +187,7 @@ class AutoContinuous(AutoGuide):
         GuideError
             If the family has no whitened form (flows, the Laplace guide).
         """
-        if not hasattr(self, "_fold_whitening"):
+        if not self.has_whitened_form:
             raise GuideError(f"{type(self).__name__} has no whitened form")
         ref = next(self.parameters())
         shift = shift.detach().to(ref)
@@ -210,22 +220,27 @@ class AutoContinuous(AutoGuide):
     ) -> tuple[Sites, LogProbTerms]:
         batch = self._prepare(batch)
         ss = torch.Size(sample_shape)
+        u, log_q = self._flat_rsample(batch, ss)
+        values, log_det = self._constrain(u, ss, batch)
+        return values, {tuple(self.registry.names): self._block_sum(log_q) - log_det}
+
+    def _flat_rsample(self, batch: Batch, ss: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised draw ``u`` of the flat posterior (whitening included) and
+        ``log q(u)``: shapes ``ss + batch_shape + (latent_dim,)`` and ``ss + batch_shape``."""
         try:
             transform = self.get_transform(batch)
         except NotImplementedError:
             q = self._flat_posterior(batch)
             u = q.rsample(ss)
-            log_q = q.log_prob(u)
-        else:  # one pass, no inverse: log q(u) = log base(eps) - log|det dT/deps|
-            w = self._whitening_transform()
-            if w is not None:
-                transform = ComposeTransform([transform, w])
-            base = self.get_base_dist()
-            eps = base.rsample(ss)
-            u = transform(eps)
-            log_q = base.log_prob(eps) - transform.log_abs_det_jacobian(eps, u)
-        values, log_det = self._constrain(u, ss, batch)
-        return values, {tuple(self.registry.names): self._block_sum(log_q) - log_det}
+            return u, q.log_prob(u)
+        # one pass, no inverse: log q(u) = log base(eps) - log|det dT/deps|
+        w = self._whitening_transform()
+        if w is not None:
+            transform = ComposeTransform([transform, w])
+        base = self.get_base_dist()
+        eps = base.rsample(ss)
+        u = transform(eps)
+        return u, base.log_prob(eps) - transform.log_abs_det_jacobian(eps, u)
 
     def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
         batch = self._prepare(batch)

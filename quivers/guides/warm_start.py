@@ -108,9 +108,11 @@ def laplace_warm_start(
     ----------
     guide : Guide
         An ``AutoNormalGuide``, ``AutoDiagonalNormal``, ``AutoMultivariateNormal``,
-        ``AutoLowRankMultivariateNormal``, ``AutoBatched*``, ``AutoLaplaceApproximation``
-        or a flow guide (its final affine map takes the mean and marginal sds), with no
-        local latents in subsampled plates.
+        ``AutoLowRankMultivariateNormal``, ``AutoBatched*``, ``AutoLaplaceApproximation``,
+        a flow guide (its final affine map takes the mean and marginal sds) or
+        ``AutoDAIS`` (its base takes the Gaussian, its annealing the Gaussian's whitened
+        coordinates),
+        with no local latents in subsampled plates.
     batch : mapping
         The data (full plates).
     max_iter : int, optional
@@ -160,7 +162,7 @@ def laplace_warm_start(
         raise GuideError(
             f"laplace_warm_start: {type(guide).__name__} has no Gaussian to set; it supports AutoNormalGuide, "
             "AutoDiagonalNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal, AutoBatched* and "
-            "AutoLaplaceApproximation and the flow guides")
+            "AutoLaplaceApproximation, the flow guides and AutoDAIS")
     if not min_precision > 0:
         raise GuideError(f"laplace_warm_start: min_precision must be positive, got {min_precision!r}")
     if method not in ("auto", "newton", "lbfgs"):
@@ -170,8 +172,8 @@ def laplace_warm_start(
     with torch.no_grad():
         # a flat guide's own unconstrained median is the start (no sampling, no Hessian: the
         # Laplace guide's constrained median would need one at a point that is no mode yet)
-        own = guide._unconstrained_median() if (hasattr(guide, "_unconstrained_median")
-                                                and getattr(guide, "batch_ndim", 0) == 0) else None
+        own = guide._search_start() if (hasattr(guide, "_search_start")
+                                        and getattr(guide, "batch_ndim", 0) == 0) else None
         start_sites = None if own is not None else guide.latent_median(guide.model.prepare(batch, subsample=False))
     with promoted(guide.model, work):
         lap = AutoLaplaceApproximation(guide.model, guide.observed_names, init_loc_fn=guide.init_loc_fn)

@@ -30,8 +30,6 @@ __all__ = ["SVIRunResult", "PlateauRule", "run"]
 DEFAULT_LR = 0.03
 DEFAULT_MAX_STEPS = 20_000
 DEFAULT_PARTICLES = 16
-RUN_OPTIONS = frozenset({"warm_start", "num_restarts", "whiten", "lr", "final_lr_frac", "averaging", "early_stopping",
-                         "stopping", "min_refine_steps", "psis_particles"})
 
 
 @dataclass
@@ -141,7 +139,7 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
             except GuideError as e:
                 warnings.warn(f"SVI.run: no warm start ({e})", stacklevel=3)
                 notes.append(f"no warm start: {e}")
-    whiten_guide = whiten and ws is not None and ws.converged and hasattr(guide, "_fold_whitening")
+    whiten_guide = whiten and ws is not None and ws.converged and getattr(guide, "has_whitened_form", False)
     if whiten and ws is not None and not ws.converged:
         notes.append("not whitened: the warm start did not reach a mode")
     if svi.default_optim:
@@ -171,10 +169,10 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
                         explore, notes)
 
 
-
 # the keyword options of SVI.run: run's own keyword-only parameters
 RUN_OPTIONS = frozenset(name for name, p in inspect.signature(run).parameters.items()
                         if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "progress_bar")
+
 
 def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool, final_lr_frac: float,
          averaging: bool, early_stopping: bool, rule: PlateauRule, min_refine_steps: int
