@@ -8,7 +8,9 @@ from .psis import PSISDiagnostic, psis_diagnostic
 from .renyi import RenyiELBO
 from .run import PlateauRule, SVIRunResult
 from .svi import SVI
+from .tail_adaptive import TraceTailAdaptive_ELBO
 from .whitened import WhitenedAdam
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "SVI", "SVIRunResult", "PlateauRule", "Predictive",
-           "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam", "to_inference_data"]
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "TraceTailAdaptive_ELBO", "SVI", "SVIRunResult",
+           "PlateauRule", "Predictive", "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam",
+           "to_inference_data"]
