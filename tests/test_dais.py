@@ -12,7 +12,7 @@ import torch
 from torch import distributions as dist
 from torch import nn
 
-from quivers.errors import GuideError
+from quivers.errors import GuideError, NonFiniteLossError
 from quivers.guides import (
     AutoDAIS,
     AutoDiagonalNormal,
@@ -605,3 +605,16 @@ def test_checkpoint_round_trip(which, tmp_path):
     assert type(again.guide) is type(guide)
     for k in want:
         assert torch.allclose(want[k], got[k], atol=1e-6)
+
+
+def test_a_diverging_chain_is_a_clear_error_and_no_step():
+    """Steps far too large for the curvature overflow the leapfrog (float32): the step
+    raises ``NonFiniteLossError`` naming the cause, instead of a density's argument check
+    failing on a NaN inside the chain, and the parameters are unchanged."""
+    model, batch = _linear(torch.float32)
+    guide = AutoDAIS(model, K=8, eta_init=5e3, eta_max=1e4)
+    svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=0.01))
+    before = {k: v.clone() for k, v in guide.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="annealing reached non-finite positions"):
+        svi.step(batch)
+    assert all(torch.equal(v, guide.state_dict()[k]) for k, v in before.items())

@@ -35,14 +35,16 @@ with a zero gradient; in the logit the same step is a relative change), the damp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Distribution
 
-from ..errors import GuideError
-from ..validation import check_positive_int
+from ..errors import GuideError, NonFiniteLossError
+from ..validation import check_positive_int, is_validation_enabled, validation_enabled
 from .transforms import inv_softplus
 
 __all__ = ["HamiltonianAnnealing"]
@@ -173,6 +175,13 @@ class HamiltonianAnnealing(nn.Module):
         log_factor : Tensor
             ``sum_k [log N(v_{k-1}; 0, M) - log N(v̂_k; 0, M)]``, shape ``sample_shape``: add it
             to ``log q_0(z_0)`` for the extended-space log-density (module docstring).
+
+        Raises
+        ------
+        NonFiniteLossError
+            With validation on (:func:`quivers.enable_validation`), if the chain reached
+            non-finite values (an unstable leapfrog); the densities inside the chain are
+            evaluated without argument checks, so this one check names the cause.
         """
         rows = self.per_element if rows is None else rows
         ss_ndim = z0.dim() - (2 if rows else 1)
@@ -184,9 +193,23 @@ class HamiltonianAnnealing(nn.Module):
         refresh = (1.0 - gamma.square()).sqrt()
         if self.per_element:  # (rows,) -> (rows, 1) against z's (..., rows, dim)
             gamma, refresh = gamma.unsqueeze(-1), refresh.unsqueeze(-1)
-        z = z0
         v = mass.sqrt() * torch.randn_like(z0)
         log_factor = z0.new_zeros(z0.shape[:ss_ndim])
+        check = is_validation_enabled()
+        with _unvalidated():  # the chain's inner states are checked once, at the end
+            z, log_factor = self._chain(z0, v, log_factor, log_base, log_target, etas, betas, gamma, refresh,
+                                        mass, inv_mass, ss_ndim)
+        if check and not bool(torch.isfinite(z).all() and torch.isfinite(log_factor).all()):
+            raise NonFiniteLossError(
+                "DAIS: the annealing reached non-finite positions (the leapfrog is unstable at this step size for "
+                "the posterior's curvature); warm-start the guide (SVI.run does), lower eta_max, or fit in float64")
+        return z, log_factor
+
+    def _chain(self, z: torch.Tensor, v: torch.Tensor, log_factor: torch.Tensor, log_base: LogDensity,
+               log_target: LogDensity, etas: torch.Tensor, betas: torch.Tensor, gamma: torch.Tensor,
+               refresh: torch.Tensor, mass: torch.Tensor, inv_mass: torch.Tensor,
+               ss_ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``K`` leapfrog steps and refreshments (see :meth:`forward`)."""
         for k in range(self.K):
             eta = etas[..., k:k + 1]
             beta = betas[..., k:k + 1]
@@ -198,6 +221,19 @@ class HamiltonianAnnealing(nn.Module):
             if k + 1 < self.K:
                 v = gamma * v_hat + refresh * mass.sqrt() * torch.randn_like(v_hat)
         return z, log_factor
+
+
+@contextmanager
+def _unvalidated() -> Iterator[None]:
+    """torch's argument checks and quivers' value checks off: inside the chain a diverged
+    state must reach the end, where one check names the cause, not fail in a density."""
+    saved = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        with validation_enabled(False):
+            yield
+    finally:
+        Distribution.set_default_validate_args(saved)
 
 
 def _grad(fn: LogDensity, z: torch.Tensor) -> torch.Tensor:

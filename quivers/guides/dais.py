@@ -160,14 +160,15 @@ class AutoDAIS(AutoContinuous):
         ss = torch.Size(sample_shape)
         target = self._log_target(batch)  # raises on a minibatch before anything is drawn
         u0, log_q0 = self.base._flat_rsample(batch, ss)
-        q0 = self.base._flat_posterior(batch)
         shift, tril = self.precond_loc, self.precond_tril
 
         def to_u(w: torch.Tensor) -> torch.Tensor:
             return shift + w @ tril.mT
 
         w0 = torch.linalg.solve_triangular(tril, (u0 - shift).unsqueeze(-1), upper=False).squeeze(-1)
-        w, log_factor = self.annealing(w0, lambda x: q0.log_prob(to_u(x)), lambda x: target(to_u(x)))
+        # the base's density is built inside the chain, where argument checks are off
+        w, log_factor = self.annealing(w0, lambda x: self.base._flat_posterior(batch).log_prob(to_u(x)),
+                                       lambda x: target(to_u(x)))
         u = to_u(w)  # a linear map: its constant Jacobian cancels between q and p in the weights
         values, log_det = self._constrain(u, ss, batch)
         return values, {tuple(self.registry.names): log_q0 + log_factor - log_det}

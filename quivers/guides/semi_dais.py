@@ -168,11 +168,10 @@ class AutoSemiDAIS(AutoGuide):
         if self.local_guide is None:
             loc = self.local_loc.index_select(0, idx)
             scale = F.softplus(self.local_scale_raw.index_select(0, idx))
-            q = torch.distributions.Normal(loc, scale)
-            l0 = q.rsample(ss)
+            l0 = torch.distributions.Normal(loc, scale).rsample(ss)
 
-            def log_q(x: torch.Tensor) -> torch.Tensor:
-                return q.log_prob(x).flatten(len(ss)).sum(-1)
+            def log_q(x: torch.Tensor) -> torch.Tensor:  # built at each call: the chain turns argument checks off
+                return torch.distributions.Normal(loc, scale).log_prob(x).flatten(len(ss)).sum(-1)
 
             return l0, log_q(l0), log_q
         z, terms = self.local_guide.rsample_and_log_prob_terms(batch, ss)
