@@ -193,33 +193,25 @@ class HamiltonianAnnealing(nn.Module):
         refresh = (1.0 - gamma.square()).sqrt()
         if self.per_element:  # (rows,) -> (rows, 1) against z's (..., rows, dim)
             gamma, refresh = gamma.unsqueeze(-1), refresh.unsqueeze(-1)
+        z = z0
         v = mass.sqrt() * torch.randn_like(z0)
         log_factor = z0.new_zeros(z0.shape[:ss_ndim])
         check = is_validation_enabled()
         with _unvalidated():  # the chain's inner states are checked once, at the end
-            z, log_factor = self._chain(z0, v, log_factor, log_base, log_target, etas, betas, gamma, refresh,
-                                        mass, inv_mass, ss_ndim)
+            for k in range(self.K):
+                eta = etas[..., k:k + 1]
+                beta = betas[..., k:k + 1]
+                z_half = z + 0.5 * eta * inv_mass * v
+                v_hat = v + eta * ((1.0 - beta) * _grad(log_base, z_half) + beta * _grad(log_target, z_half))
+                z = z_half + 0.5 * eta * inv_mass * v_hat
+                kinetic = 0.5 * (v.square() - v_hat.square()) * inv_mass  # log N(v) - log N(v̂), per coordinate
+                log_factor = log_factor - kinetic.flatten(ss_ndim).sum(-1)
+                if k + 1 < self.K:
+                    v = gamma * v_hat + refresh * mass.sqrt() * torch.randn_like(v_hat)
         if check and not bool(torch.isfinite(z).all() and torch.isfinite(log_factor).all()):
             raise NonFiniteLossError(
                 "DAIS: the annealing reached non-finite positions (the leapfrog is unstable at this step size for "
                 "the posterior's curvature); warm-start the guide (SVI.run does), lower eta_max, or fit in float64")
-        return z, log_factor
-
-    def _chain(self, z: torch.Tensor, v: torch.Tensor, log_factor: torch.Tensor, log_base: LogDensity,
-               log_target: LogDensity, etas: torch.Tensor, betas: torch.Tensor, gamma: torch.Tensor,
-               refresh: torch.Tensor, mass: torch.Tensor, inv_mass: torch.Tensor,
-               ss_ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``K`` leapfrog steps and refreshments (see :meth:`forward`)."""
-        for k in range(self.K):
-            eta = etas[..., k:k + 1]
-            beta = betas[..., k:k + 1]
-            z_half = z + 0.5 * eta * inv_mass * v
-            v_hat = v + eta * ((1.0 - beta) * _grad(log_base, z_half) + beta * _grad(log_target, z_half))
-            z = z_half + 0.5 * eta * inv_mass * v_hat
-            kinetic = 0.5 * (v.square() - v_hat.square()) * inv_mass  # log N(v) - log N(v̂), per coordinate
-            log_factor = log_factor - kinetic.flatten(ss_ndim).sum(-1)
-            if k + 1 < self.K:
-                v = gamma * v_hat + refresh * mass.sqrt() * torch.randn_like(v_hat)
         return z, log_factor
 
 
