@@ -482,6 +482,9 @@ def test_autosemidais_local_only():
         svi.step(None)
     s = guide.sample_posterior({"N": torch.arange(5)}, (100,))
     assert s["x"].shape == (100, 5)
+    double = LocalOnly().double()
+    guide64 = AutoSemiDAIS(double, None, local_guide=AutoNormalGuide(double))  # the annealing follows its dtype
+    assert all(p.dtype == torch.float64 for p in guide64.parameters())
 
 
 class TwoSubsampled(MonadicProgram):

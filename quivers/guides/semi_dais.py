@@ -125,7 +125,7 @@ class AutoSemiDAIS(AutoGuide):
             init = self._pack(self._init_unconstrained_local(), torch.Size()).detach()
             self.local_loc = nn.Parameter(init.clone())
             self.local_scale_raw = nn.Parameter(torch.full_like(init, float(inv_softplus(init_scale))))
-        ref = next(self.parameters()) if local_guide is None else None
+        ref = next(self.parameters(), None)  # the local base's, else the given guides': their dtype
         self.annealing = HamiltonianAnnealing(K, self.local_dim, eta_init, eta_max, gamma_init, learn_mass,
                                               None if use_global_dais_params else self.plate.size,
                                               dtype=None if ref is None else ref.dtype)
