@@ -12,17 +12,20 @@ from .program import (
     Factor,
     ImproperUniform,
     Latent,
+    Markov,
     MonadicProgram,
     Observed,
     Param,
     Plate,
     Site,
     Trace,
+    config_enumerate,
+    vindex,
 )
 from .validation import enable_validation, is_validation_enabled, validation_enabled
 
 __all__ = [
     "__version__", "errors", "constraints", "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic",
-    "Factor", "Param", "ImproperUniform", "Trace", "Site", "enable_validation",
+    "Factor", "Param", "ImproperUniform", "Trace", "Site", "Markov", "vindex", "config_enumerate", "enable_validation",
     "is_validation_enabled", "validation_enabled",
 ]

@@ -26,7 +26,7 @@ import torch
 from helpers import short_trainer
 from torch import distributions as dist
 
-from quivers import Factor, Latent, MonadicProgram, Observed, Plate
+from quivers import Factor, Latent, Markov, MonadicProgram, Observed, Plate
 from quivers.datasets import EightSchoolsData, TensorDataModule
 from quivers.errors import (
     BatchError,
@@ -49,7 +49,7 @@ from quivers.guides import (
     Guide,
     init_to_value,
 )
-from quivers.infer import SVI, Predictive, Trace_ELBO
+from quivers.infer import SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 from quivers.lightning import SVIModule
 from quivers.models import EightSchools
 from quivers.spec import SpecError
@@ -565,6 +565,42 @@ def semidais_two_plates(ctx: Context) -> Attempt:
                              Latent("y", lambda: dist.Normal(0.0, 1.0), plate=Plate("b", size=4, subsample_size=2,
                                                                                   dim=-2))])()
     return Attempt(lambda: AutoSemiDAIS(model), snapshot(model))
+
+
+def _mixture(enumerate: str | None) -> MonadicProgram:
+    data = Plate("data", size=3)
+    return program(lambda: [Latent("loc", lambda: dist.Normal(0.0, 1.0)),
+                            Latent("c", lambda: dist.Bernoulli(0.5), plate=data, enumerate=enumerate),
+                            Observed("x", lambda c, loc: dist.Normal(loc + c, 1.0), plate=data)])()
+
+
+@case("enumeration", "`Latent(..., enumerate=\"sequential\")`", ModelSpecError,
+      "enumerate must be None or 'parallel', got 'sequential'; sequential enumeration is not supported")
+def enumerate_sequential(ctx: Context) -> Attempt:
+    return Attempt(lambda: Latent("c", lambda: dist.Bernoulli(0.5), enumerate="sequential"), lambda: {})
+
+
+@case("enumeration", "a `Markov` transition without a `prev` parameter", ModelSpecError,
+      "the transition function needs a parameter named 'prev'")
+def markov_without_prev(ctx: Context) -> Attempt:
+    plate = Plate("time", size=3)
+    return Attempt(lambda: Markov("z", lambda: dist.Bernoulli(0.5), lambda z: dist.Bernoulli(0.5), plate), lambda: {})
+
+
+@case("enumeration", "`TraceEnum_ELBO` with a discrete site neither enumerated nor guided", GuideError,
+      r"discrete latent site\(s\) \['c'\] are neither enumerated nor covered by the guide")
+def enum_site_not_marked(ctx: Context) -> Attempt:
+    model = _mixture(None)
+    guide = AutoNormalGuide(model, observed_names=["c"])
+    return Attempt(lambda: TraceEnum_ELBO()(model, guide, {"x": torch.zeros(3)}), snapshot(model, guide))
+
+
+@case("enumeration", "`Trace_ELBO` on a model with an enumerated site", BatchError,
+      "'c', which is marked for enumeration \\(enumerate='parallel'\\); fit with TraceEnum_ELBO")
+def enum_site_with_trace_elbo(ctx: Context) -> Attempt:
+    model = _mixture("parallel")
+    guide = AutoNormalGuide(model)
+    return Attempt(lambda: Trace_ELBO()(model, guide, {"x": torch.zeros(3)}), snapshot(model, guide))
 
 
 def _subsampled_counts() -> MonadicProgram:

@@ -73,6 +73,24 @@ class DiabetesData(TensorDataModule):
                          steps_per_epoch=steps_per_epoch)
 
 
+def load_iris() -> dict[str, torch.Tensor]:
+    """Fisher's iris (1936), as shipped by scikit-learn: ``x`` (150 x 4, standardized sepal
+    and petal lengths and widths) and ``species`` (150, ``LongTensor`` of 0, 1, 2), kept
+    for checking clusterings (not a model input)."""
+    from sklearn.datasets import load_iris as load
+
+    d = load()
+    x = torch.tensor(d.data, dtype=torch.get_default_dtype())
+    return {"x": _standardize(x), "species": torch.tensor(d.target, dtype=torch.long)}
+
+
+class IrisData(TensorDataModule):
+    """Iris measurements (150 x 4, standardized), plate ``data``; see :func:`load_iris`."""
+
+    def __init__(self, batch_size: int | None = None, seed: int = 0, steps_per_epoch: int = 1) -> None:
+        super().__init__({"x": load_iris()["x"]}, "data", batch_size, 0.0, seed=seed, steps_per_epoch=steps_per_epoch)
+
+
 def load_digits(threshold: float = 8.0) -> dict[str, torch.Tensor]:
     """Optical recognition of handwritten digits (Alpaydin & Kaynak 1998, UCI), as shipped
     by scikit-learn: ``x`` (1797 x 64), each 8x8 image's pixels binarised to 1.0 where the

@@ -9,6 +9,7 @@ from .composite import AutoCallable, AutoGuideList
 from .continuous import AutoContinuous
 from .dais import AutoDAIS, AutoSurrogateLikelihoodDAIS
 from .delta import AutoDelta, AutoDeltaGuide
+from .discrete import AutoDiscreteParallel
 from .flows import AutoBNAFNormal, AutoIAFNormal, AutoNormalizingFlow
 from .gaussian import (
     AutoBatchedLowRankMultivariateNormal,
@@ -35,6 +36,7 @@ from .structured import AutoStructured
 from .warm_start import WarmStart, laplace_warm_start
 
 __all__ = [
+    "AutoDiscreteParallel",
     "Guide", "AutoGuide", "AutoNormalGuide", "AutoNormal", "AutoDeltaGuide", "AutoDelta",
     "AutoContinuous", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
     "AutoBatchedMultivariateNormal", "AutoBatchedLowRankMultivariateNormal", "AutoLaplaceApproximation",

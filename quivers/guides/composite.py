@@ -162,6 +162,13 @@ class AutoGuideList(Guide):
     def has_rsample(self) -> bool:  # type: ignore[override]
         return all(p.has_rsample for p in self.parts)
 
+    def enumerated_log_probs(self, batch: Batch = None) -> dict[str, torch.Tensor]:
+        """The parts' enumerated sites (see :meth:`Guide.enumerated_log_probs`)."""
+        out: dict[str, torch.Tensor] = {}
+        for p in self.parts:
+            out.update(p.enumerated_log_probs(batch))
+        return out
+
     def site_posteriors(self, batch: Batch = None) -> dict[str, Distribution] | None:
         """The parts' per-site distributions, when every part gives them."""
         out: dict[str, Distribution] = {}

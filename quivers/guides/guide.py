@@ -128,6 +128,17 @@ class Guide(Recordable, nn.Module, ABC):
         z = self.rsample(batch, sample_shape)
         return z, self.log_prob_terms(batch, z)
 
+    def enumerated_log_probs(self, batch: Batch = None) -> dict[str, torch.Tensor]:
+        """Sites this guide enumerates in parallel (Pyro's guide-side enumeration).
+
+        ``{site: log q}``, each of shape ``batch_shape + (K,)`` in the trace layout (the
+        batch's subsample along subsampled plates), normalised over the ``K`` values of
+        the model prior's ``enumerate_support`` in that order, and not depending on other
+        draws. :class:`~quivers.infer.TraceEnum_ELBO` takes the expectation over these
+        sites exactly instead of sampling them. The default, ``{}``, enumerates nothing.
+        """
+        return {}
+
     def site_posteriors(self, batch: Batch = None) -> dict[str, Distribution] | None:
         """Independent per-site distributions of the constrained values, or ``None``.
 

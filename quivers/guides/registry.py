@@ -23,6 +23,7 @@ from torch.distributions import Transform, biject_to
 
 from ..errors import GuideError
 from ..program import Evaluator, LatentSiteInfo, MissingValue, MonadicProgram
+from ..program.enumeration import enumerated_names
 from ..program.steps import Latent, Observed, Param
 from ..shapes import fmt_shape, reduce_to_sample
 from .site import LatentSite, has_tensor_parameters, tensor_like
@@ -39,12 +40,14 @@ class LatentRegistry:
         The program; its latent sites are found with ``model.latent_sites()``.
     exclude : sequence of str, optional
         Latent sites left out (supplied in the batch instead, or by another guide).
+        Sites marked for enumeration (``enumerate="parallel"``) are always left out: the
+        objective sums them out of the model.
 
     Raises
     ------
     GuideError
-        If the model has no latent sites, a latent site is discrete (no enumeration), or
-        a support has no ``biject_to`` transform.
+        If the model has no latent sites left, a latent site is discrete and not
+        enumerated, or a support has no ``biject_to`` transform.
     """
 
     def __init__(self, model: MonadicProgram, exclude: tuple[str, ...] | list[str] | None = None) -> None:
@@ -54,6 +57,7 @@ class LatentRegistry:
         if unknown:
             raise GuideError(f"observed_names: {unknown} are not sites of {type(model).__name__}")
         self.model = model
+        exclude = exclude + tuple(n for n in enumerated_names(model) if n not in exclude)
         self._all: OrderedDict[str, LatentSite] = OrderedDict()
         self._sites: OrderedDict[str, LatentSite] = OrderedDict()
         offset = 0
@@ -81,7 +85,8 @@ class LatentRegistry:
             if strict:
                 raise GuideError(
                     f"latent site {info.name!r} has discrete support {info.support}; automatic guides cover "
-                    "continuous sites (write a Guide subclass that samples it, or marginalise it out of the model)"
+                    "continuous sites: enumerate it (Latent(..., enumerate='parallel') or config_enumerate(model), "
+                    "fitted with TraceEnum_ELBO), guide it with AutoDiscreteParallel, or marginalise it by hand"
                 )
         else:
             try:

@@ -1,6 +1,7 @@
 """Objectives, the ``SVI`` loop, ``Predictive`` and the PSIS diagnostic."""
 
 from .compiled import CompiledObjective
+from .discrete import infer_discrete
 from .elbo import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from .inference_data import to_inference_data
 from .predictive import Predictive
@@ -9,8 +10,10 @@ from .renyi import RenyiELBO
 from .run import PlateauRule, SVIRunResult
 from .svi import SVI
 from .tail_adaptive import TraceTailAdaptive_ELBO
+from .traceenum import TraceEnum_ELBO
 from .whitened import WhitenedAdam
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "TraceTailAdaptive_ELBO", "SVI", "SVIRunResult",
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "TraceTailAdaptive_ELBO", "TraceEnum_ELBO",
+           "SVI", "SVIRunResult",
            "PlateauRule", "Predictive", "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam",
-           "to_inference_data"]
+           "to_inference_data", "infer_discrete"]

@@ -10,8 +10,10 @@ import torch
 from ..errors import BatchError
 from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
+from ..program.enumeration import enumerated_names
 from ..shapes import fmt_shape, to_trace_layout
 from ..validation import check_positive_int
+from .discrete import infer_discrete
 
 __all__ = ["Predictive"]
 
@@ -29,6 +31,10 @@ class Predictive:
     inputs, or the subsample indices), and one draw is made per row given, so a
     minibatch predicts exactly its rows. Observed values in the batch size the plates but
     are not the values drawn. Subsampled plates are not subsampled again.
+
+    Sites summed out by enumeration (which no guide covers) are drawn from their exact
+    posterior given each draw of the other sites (:func:`infer_discrete`) when the batch
+    holds every observed site, and from the model otherwise (new data).
 
     Parameters
     ----------
@@ -150,7 +156,15 @@ class Predictive:
         prepared = model.prepare(batch, subsample=False)
         ss = torch.Size((self.num_samples,))
         z = self._latent_draws(prepared, ss)
-        tr = model.trace(prepared, z, ss, sample_latent=self.guide is None, predictive=True)
+        sample_latent = self.guide is None
+        enumerated = [n for n in enumerated_names(model) if n not in z]
+        if enumerated and (self.guide is not None or self.posterior_samples):
+            sample_latent = all(n in z or n in enumerated for n in model.latent_names)
+            if all(n in prepared for n in model.observed_names):  # the data: its discrete posterior
+                drawn = infer_discrete(model, batch=prepared, temperature=1, num_samples=self.num_samples, values=z)
+                for n in enumerated:
+                    z[n] = to_trace_layout(drawn[n], 1, model.batch_ndim, model.site_depth(n))
+        tr = model.trace(prepared, z, ss, sample_latent=sample_latent, predictive=True)
         if self.return_sites is not None:
             wanted = self.return_sites
         else:

@@ -1,8 +1,11 @@
 """Models as programs: step specs, plates, ``MonadicProgram`` and traces."""
 
 from .batch import PreparedBatch, subsample_indices, subsample_scale
+from .enumeration import config_enumerate
 from .evaluate import Evaluator, LatentSiteInfo, MissingValue
 from .improper import ImproperUniform
+from .indexing import vindex
+from .markov import Markov, MarkovChain
 from .plate import Plate
 from .program import MonadicProgram
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
@@ -11,5 +14,5 @@ from .trace import Site, Trace
 __all__ = [
     "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic", "Factor", "Param", "Step",
     "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch", "Evaluator", "MissingValue",
-    "subsample_indices", "subsample_scale",
+    "subsample_indices", "subsample_scale", "Markov", "MarkovChain", "vindex", "config_enumerate",
 ]

@@ -22,6 +22,7 @@ from ..validation import ValidationCache
 from .batch import PreparedBatch, prepare_batch
 from .declaration import check_obs_mask, plan_declaration
 from .evaluate import LatentSiteInfo, discover_latent_sites
+from .markov import Markov
 from .names import check_size
 from .plate import Plate
 from .steps import Deterministic, Latent, Observed, Param, Step
@@ -108,6 +109,8 @@ class MonadicProgram(Recordable, nn.Module):
                 self._param_specs[step.name] = step
             elif isinstance(step, Latent):
                 self._latent_steps[step.name] = step
+                if isinstance(step, Markov):
+                    step._dim = plan[step.along.name]
             elif isinstance(step, Observed) and step.obs_mask is not None:
                 self._latent_steps[step.unobserved_name] = step
                 self._depths[step.unobserved_name] = self._depths[step.name]

@@ -87,9 +87,34 @@ class Latent(Step):
 
     The value has shape ``sample_shape + batch_shape + event_shape`` (module docstring
     of :mod:`quivers.shapes`). Guides approximate its posterior.
+
+    Parameters
+    ----------
+    name, fn, plate
+        As for :class:`Step`.
+    enumerate : {None, "parallel"}
+        ``"parallel"`` marks a discrete site with finite support for exact summation by
+        :class:`~quivers.infer.TraceEnum_ELBO` (Pyro's ``infer={"enumerate":
+        "parallel"}``): automatic guides leave it out, and the objective sums it out of the
+        model. See :func:`~quivers.program.config_enumerate` and the docs page "Discrete
+        latent variables".
+
+    Raises
+    ------
+    ModelSpecError
+        If ``enumerate`` is neither ``None`` nor ``"parallel"``.
     """
 
     kind = "latent"
+
+    def __init__(self, name: str, fn: Callable[..., Any], plate: PlateArg = None,
+                 enumerate: str | None = None) -> None:
+        super().__init__(name, fn, plate)
+        if enumerate not in (None, "parallel"):
+            hint = ("; sequential enumeration is not supported (parallel enumeration sums the same terms in one "
+                    "vectorised pass)") if enumerate == "sequential" else ""
+            raise ModelSpecError(f"site {name!r}: enumerate must be None or 'parallel', got {enumerate!r}{hint}")
+        self.enumerate = enumerate
 
 
 class Observed(Step):

@@ -74,6 +74,9 @@ def run_trace(program: MonadicProgram, batch: Mapping[str, Any] | None, values: 
 
 
 class _Tracer:
+    #: sizes of the dims left of ``sample_shape`` that values may carry (enumeration's)
+    prefix = torch.Size()
+
     def __init__(self, program: MonadicProgram, run: _Run) -> None:
         self.program = program
         self.run_state = run
@@ -109,6 +112,10 @@ class _Tracer:
         return tr
 
     # ------------------------------------------------------------------ helpers
+    def reduce(self, step: Step, lp: torch.Tensor, sample_shape: torch.Size, scale: float) -> torch.Tensor:
+        """A site's log-density term as recorded: summed to ``sample_shape`` and scaled."""
+        return reduce_to_sample(lp, sample_shape) * scale
+
     def gather(self, step: Step, env: Mapping[str, Any]) -> dict[str, Any]:
         program, batch = self.program, self.run_state.batch
         kwargs = {}
@@ -151,7 +158,7 @@ class _Tracer:
         return scale
 
     def check_dist_shape(self, step: Step, d: Distribution, full: torch.Size) -> None:
-        if not broadcasts_to(d.batch_shape, full):
+        if not broadcasts_to(d.batch_shape, self.prefix + full):
             raise ShapeError(
                 f"site {step.name!r}: distribution batch_shape {fmt_shape(d.batch_shape)} does not fit "
                 f"the expected sample_shape + batch_shape {fmt_shape(full)} given its plates "
@@ -186,14 +193,14 @@ class _Tracer:
                 run.extents[p.name] = ext
             shape[i] = ext
         full = ss + torch.Size(shape)
-        if is_validation_enabled() and not broadcasts_to(lp.shape, full):
+        if is_validation_enabled() and not broadcasts_to(lp.shape, self.prefix + full):
             raise ShapeError(
                 f"factor {step.name!r}: its log-density has shape {fmt_shape(lp.shape)}, which does not broadcast "
                 f"to sample_shape + batch_shape {fmt_shape(full)} given its plates {[p.name for p in step.plates]}"
             )
         terms = lp.expand(torch.broadcast_shapes(lp.shape, full))  # one term per plate element
         scale = self.scale(step)
-        return Site(step.name, "factor", lp, reduce_to_sample(terms, ss) * scale,
+        return Site(step.name, "factor", lp, self.reduce(step, terms, ss, scale),
                     plates=_names(step.plates), scale=scale)
 
     # ------------------------------------------------------------------ latent sites
@@ -238,12 +245,15 @@ class _Tracer:
             if is_validation_enabled() and not bool(d.support.check(v).all()):
                 raise SupportError(f"site {step.name!r}: the batch value lies outside the support {d.support}")
             scale = self.scale(step)
-            lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
+            lp = self.reduce(step, d.log_prob(v), sample_shape, scale)
             return Site(step.name, "observed", v, lp, d, d.support, _names(step.plates), scale)
         elif sample_latent:
             sample_shape = run.sample_shape = run.sample_shape or torch.Size()
             dd = d.expand(torch.broadcast_shapes(d.batch_shape, sample_shape + bshape))
             v = dd.rsample() if dd.has_rsample else dd.sample()
+        elif getattr(step, "enumerate", None) == "parallel":
+            raise BatchError(f"no value for latent site {step.name!r}, which is marked for enumeration "
+                             "(enumerate='parallel'); fit with TraceEnum_ELBO, which sums it out of the model")
         else:
             raise BatchError(f"no value for latent site {step.name!r}; the guide must provide every latent site")
         if is_validation_enabled():
@@ -258,7 +268,7 @@ class _Tracer:
                     f"the prior {type(d).__name__}; a guide's samples must lie in each site's support"
                 ) from e
             raise
-        lp = reduce_to_sample(lp, sample_shape) * scale
+        lp = self.reduce(step, lp, sample_shape, scale)
         return Site(step.name, "latent", v, lp, d, d.support, _names(step.plates), scale)
 
     def _check_local_rows(self, step: Latent, v: torch.Tensor, bshape: torch.Size, event_dim: int) -> None:
@@ -326,7 +336,7 @@ class _Tracer:
         else:
             raise BatchError(f"observed site {step.name!r} is missing from the batch (batch fields: {sorted(batch)})")
         scale = self.scale(step)
-        lp = reduce_to_sample(d.log_prob(v), sample_shape) * scale
+        lp = self.reduce(step, d.log_prob(v), sample_shape, scale)
         return Site(step.name, "observed", v, lp, d, d.support, _names(step.plates), scale)
 
     def _check_support(self, name: str, d: Distribution, data: torch.Tensor, mask: torch.Tensor | None) -> None:
