@@ -595,12 +595,11 @@ def enum_site_not_marked(ctx: Context) -> Attempt:
     return Attempt(lambda: TraceEnum_ELBO()(model, guide, {"x": torch.zeros(3)}), snapshot(model, guide))
 
 
-@case("enumeration", "`Trace_ELBO` on a model with an enumerated site", BatchError,
+@case("enumeration", "`model.trace` without a value for an enumerated site", BatchError,
       "'c', which is marked for enumeration \\(enumerate='parallel'\\); fit with TraceEnum_ELBO")
-def enum_site_with_trace_elbo(ctx: Context) -> Attempt:
+def enum_site_traced(ctx: Context) -> Attempt:
     model = _mixture("parallel")
-    guide = AutoNormalGuide(model)
-    return Attempt(lambda: Trace_ELBO()(model, guide, {"x": torch.zeros(3)}), snapshot(model, guide))
+    return Attempt(lambda: model.trace({"x": torch.zeros(3)}, {"loc": torch.zeros(1)}), snapshot(model))
 
 
 def _subsampled_counts() -> MonadicProgram:

@@ -176,6 +176,14 @@ def test_hmm_cost_is_linear_in_length():
     torch.testing.assert_close(value, prior + torch.logsumexp(alpha, 0), atol=1e-6, rtol=1e-9)
 
 
+def test_every_elbo_sums_out_model_enumerated_sites():
+    """``Trace_ELBO`` (and every objective built on ``weighted_draws``) sums out the sites
+    the guide leaves to enumeration, as ``TraceEnum_ELBO`` does."""
+    model = Mixture()
+    guide = _perturbed_delta(model)
+    torch.testing.assert_close(Trace_ELBO()(model, guide, {"x": X}), TraceEnum_ELBO()(model, guide, {"x": X}))
+
+
 def test_vectorised_particles_match_a_loop():
     model = Mixture()
     guide = AutoNormalGuide(model)
@@ -395,9 +403,8 @@ def test_errors():
     with pytest.raises(ShapeError, match="broadcast"):
         vindex(torch.zeros(2, 3), torch.zeros(4, dtype=torch.long))
     model = Mixture()
-    guide = AutoNormalGuide(model)
     with pytest.raises(BatchError, match="TraceEnum_ELBO"):
-        Trace_ELBO()(model, guide, {"x": X})
+        model.trace({"x": X}, {"locs": torch.zeros(K), "w": torch.ones(K) / K})
     with pytest.raises(GuideError, match="neither enumerated"):
         TraceEnum_ELBO()(Mixture(enumerate_c=False), AutoNormalGuide(model), {"x": X})
 

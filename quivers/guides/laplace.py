@@ -12,6 +12,7 @@ from torch.distributions import Distribution, Transform
 
 from ..errors import GuideError
 from ..program import MonadicProgram, PreparedBatch
+from ..program.enumeration import enumerated_names
 from .continuous import AutoContinuous
 from .gaussian import AutoMultivariateNormal
 from .guide import Batch, LogProbTerms, Sites
@@ -118,7 +119,8 @@ class AutoLaplaceApproximation(AutoContinuous):
         return self.laplace_approximation(batch).draws(batch, sample_shape)
 
     def _potential(self, batch: Batch) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``u -> -(log p(data, T(u)) + log|det J_T(u)|)`` on the full batch (no subsampling).
+        """``u -> -(log p(data, T(u)) + log|det J_T(u)|)`` on the full batch (no subsampling),
+        with enumerated sites summed out of ``log p``.
 
         Raises
         ------
@@ -134,7 +136,9 @@ class AutoLaplaceApproximation(AutoContinuous):
                 f"but the batch lacks the observed sites {no_data}; pass the training batch, or predict on new "
                 "inputs with guide.laplace_approximation(training_batch) as the guide"
             )
-        missing = [n for n in self.model.latent_names if n not in self.registry and n not in prepared]
+        summed = set(enumerated_names(self.model))
+        missing = [n for n in self.model.latent_names if n not in self.registry and n not in prepared
+                   and n not in summed]
         if missing:
             raise GuideError(
                 f"{type(self).__name__} covers {self.registry.names}; its Hessian conditions on the other latent "
@@ -142,9 +146,11 @@ class AutoLaplaceApproximation(AutoContinuous):
                 "medians are passed for you)"
             )
 
+        from ..infer.enumerated import model_log_density  # objectives build on guides, not the reverse
+
         def neg_log_density(u: torch.Tensor) -> torch.Tensor:
             values, log_det = self._constrain(u, torch.Size(), prepared)
-            return -(self.model.trace(prepared, values).log_joint() + log_det)
+            return -(model_log_density(self.model, prepared, values, torch.Size())[0] + log_det)
 
         return neg_log_density
 

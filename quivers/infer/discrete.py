@@ -16,7 +16,7 @@ from ..program.enumeration import EnumVar, trace_enumerated
 from ..program.markov import Markov
 from ..validation import check_positive_int
 from .contract import Record, contract
-from .traceenum import enumeration_plan
+from .enumerated import enumeration_plan
 
 __all__ = ["infer_discrete"]
 

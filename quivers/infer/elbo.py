@@ -12,9 +12,11 @@ from torch.distributions import Distribution, kl_divergence
 from ..errors import ConfigError, GuideError, ShapeError
 from ..guides.guide import Guide, LogProbTerms, Sites
 from ..program import MonadicProgram, Trace
+from ..program.enumeration import enumerated_names
 from ..shapes import fmt_shape, reduce_to_sample
 from ..spec import Recordable
 from ..validation import check_positive_int
+from .enumerated import model_log_density
 
 __all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "scaled_log_q", "weighted_draws"]
 
@@ -114,9 +116,9 @@ class Trace_ELBO(ELBO):
             if self.stl:
                 raise GuideError(f"Trace_ELBO(stl=True) needs a reparameterised guide; {type(guide).__name__} is not")
             z = {k: v.detach() for k, v in guide.rsample(batch, ss).items()}
-            tr = model.trace(batch, z, ss)
+            log_p, tr = model_log_density(model, batch, z, ss)
             log_q = scaled_log_q(tr, guide.log_prob_terms(batch, z), guide)
-            elbo = tr.log_joint() - log_q
+            elbo = log_p - log_q
             surrogate = elbo + log_q * elbo.detach()
             return elbo.detach() + (surrogate - surrogate.detach())
         return weighted_draws(model, guide, batch, ss, detach_guide=self.stl)[1]
@@ -125,7 +127,8 @@ class Trace_ELBO(ELBO):
 def weighted_draws(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any], ss: torch.Size,
                    detach_guide: bool = False) -> tuple[Sites, torch.Tensor]:
     """Reparameterised draws ``z ~ q`` (trace layout, leading ``ss``) and their log weights
-    ``log p(x, z) - log q(z)`` (shape ``ss``).
+    ``log p(x, z) - log q(z)`` (shape ``ss``), with the model's enumerated sites summed out
+    of ``log p`` (:func:`~quivers.infer.enumerated.model_log_density`).
 
     With ``detach_guide``, ``log q`` is evaluated at ``z`` with the guide's parameters
     detached (``torch.func.functional_call``): the gradient flows only through ``z`` (the
@@ -136,8 +139,8 @@ def weighted_draws(model: MonadicProgram, guide: Guide, batch: Mapping[str, Any]
         frozen = {name: p.detach() for name, p in guide.named_parameters()}
         terms = torch.func.functional_call(_LogProbTerms(guide), {f"guide.{k}": v for k, v in frozen.items()},
                                            (batch, z), strict=False)
-    tr = model.trace(batch, z, ss)
-    return z, tr.log_joint() - scaled_log_q(tr, terms, guide)
+    log_p, tr = model_log_density(model, batch, z, ss)
+    return z, log_p - scaled_log_q(tr, terms, guide)
 
 
 class _LogProbTerms(nn.Module):
@@ -205,7 +208,7 @@ class TraceMeanField_ELBO(Trace_ELBO):
 
     def _particles(self, model: MonadicProgram, guide: Guide, batch: Mapping[str, Any], ss: torch.Size) -> torch.Tensor:
         dists = guide.site_posteriors(batch) if guide.has_rsample else None
-        if dists is None:
+        if dists is None or any(n not in dists for n in enumerated_names(model)):
             return super()._particles(model, guide, batch, ss)
         z = {k: d.rsample(ss) for k, d in dists.items()}
         tr = model.trace(batch, z, ss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +12,11 @@ import torch
 from ..errors import ConfigError
 from ..guides.guide import Guide
 from ..program import MonadicProgram
+from ..program.enumeration import enumerated_names
 from ..program.evaluate import deterministic_values
+from ..shapes import to_trace_layout
 from ..validation import check_positive_int
+from .discrete import infer_discrete
 from .psis import _sampler, diagnose, importance_draws
 
 if TYPE_CHECKING:
@@ -49,7 +53,10 @@ def to_inference_data(model: MonadicProgram, guide: Guide, batch: Mapping[str, A
     Groups:
 
     * ``posterior``: ``num_samples`` draws from the guide (one chain), latent and
-      deterministic sites in their site shapes, plate names as dimension names;
+      deterministic sites in their site shapes, plate names as dimension names; sites
+      summed out by enumeration are drawn from their exact posterior given each draw
+      (:func:`~quivers.infer.infer_discrete`), and such a model has no ``log_likelihood``
+      group (a warning says so);
     * ``posterior_predictive``: the observed sites drawn from the model at each posterior
       draw (``posterior_predictive=True``);
     * ``observed_data``: the observed sites' values in ``batch``;
@@ -88,6 +95,15 @@ def to_inference_data(model: MonadicProgram, guide: Guide, batch: Mapping[str, A
     prepared = model.prepare(batch, subsample=False)
     ss = torch.Size((num_samples,))
     z, log_w = importance_draws(model, _sampler(guide, batch), batch, num_samples)
+    summed = [n for n in enumerated_names(model) if n not in z]
+    if summed:  # the enumerated sites' exact posterior given each draw
+        drawn = infer_discrete(model, batch=prepared, temperature=1, num_samples=num_samples, values=z)
+        z = {**z, **{n: to_trace_layout(drawn[n], 1, model.batch_ndim, model.site_depth(n)) for n in summed}}
+        if log_likelihood:
+            warnings.warn(f"to_inference_data: no log_likelihood group; the pointwise likelihood of a model whose "
+                          f"sites {summed} are summed out is not computed (only conditional on their draws)",
+                          stacklevel=2)
+            log_likelihood = False
     values = {**z, **deterministic_values(model, prepared, z, ss)}
     posterior = {k: model.to_site_layout(k, v, 1) for k, v in values.items()}
     dims: dict[str, list[str]] = {k: site_dims(model, k, v.dim() - 1) for k, v in posterior.items()}

@@ -12,6 +12,7 @@ from ..errors import ConfigError, GuideError
 from ..guides.guide import Guide
 from ..program import MonadicProgram
 from .elbo import ELBO, weighted_draws
+from .enumerated import model_log_density
 
 __all__ = ["RenyiELBO"]
 
@@ -100,6 +101,6 @@ class RenyiELBO(ELBO):
         bound = torch.logsumexp(log_w.detach(), 0) - k
         surrogate = (w.square() * log_w).sum()
         if any(p.requires_grad for p in model.parameters()):
-            fixed = model.trace(prepared, {name: v.detach() for name, v in z.items()}, ss).log_joint()
+            fixed = model_log_density(model, prepared, {name: v.detach() for name, v in z.items()}, ss)[0]
             surrogate = surrogate + ((w - w.square()) * fixed).sum()
         return -(bound + surrogate - surrogate.detach())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,22 +11,11 @@ from ..errors import ConfigError, GuideError
 from ..guides.composite import AutoGuideList
 from ..guides.guide import Guide, LogProbTerms
 from ..program import MonadicProgram
-from ..program.enumeration import EnumPlan, EnumTerm, enumerated_names, trace_enumerated
-from .contract import contract
+from ..program.enumeration import EnumPlan, enumerated_names
 from .elbo import ELBO, scaled_log_q
+from .enumerated import _PLANS, enumerated_model_log_density, enumeration_plan
 
-__all__ = ["TraceEnum_ELBO", "enumeration_plan", "enumerated_model_log_density"]
-
-_PLANS: weakref.WeakKeyDictionary[MonadicProgram, dict[Any, EnumPlan]] = weakref.WeakKeyDictionary()
-
-
-def enumeration_plan(model: MonadicProgram, model_sites: tuple[str, ...], guide_sites: tuple[str, ...]) -> EnumPlan:
-    """The model's :class:`~quivers.program.EnumPlan` for these sites, built once and kept."""
-    plans = _PLANS.setdefault(model, {})
-    key = (model_sites, guide_sites)
-    if key not in plans:
-        plans[key] = EnumPlan(model, model_sites, guide_sites)
-    return plans[key]
+__all__ = ["TraceEnum_ELBO"]
 
 
 def _nonreparameterised(guide: Guide) -> set[str]:
@@ -64,29 +52,6 @@ def _split_guide(model: MonadicProgram, guide: Guide,
         )
     plans[key] = enumeration_plan(model, model_sites, guide_sites)
     return plans[key], qlog
-
-
-def enumerated_model_log_density(model: MonadicProgram, plan: EnumPlan, batch: Mapping[str, Any],
-                                 values: Mapping[str, torch.Tensor], sample_shape: torch.Size,
-                                 guide_log_probs: Mapping[str, torch.Tensor] | None = None):
-    """``log sum_{z_enum} p(x, z_enum, z)`` at continuous ``values`` (shape ``sample_shape``),
-    with guide-enumerated sites' expectations (and ``-log q`` terms) taken; returns it
-    with the run's trace (for subsample scales)."""
-    tr, terms, layout = trace_enumerated(model, plan, batch, values, sample_shape)
-    full: dict[str, torch.Tensor] = {}
-    e, s = plan.num_dims, len(sample_shape)
-    for g, lq in (guide_log_probs or {}).items():
-        var = plan.vars[g]
-        if lq.dim() != model.batch_ndim + 1 or lq.shape[-1] != var.size:
-            raise GuideError(
-                f"enumerated_log_probs()[{g!r}] has shape {tuple(lq.shape)}; expected batch_shape (length "
-                f"{model.batch_ndim}) + ({var.size},)"
-            )
-        lq = lq.movedim(-1, 0)
-        lq = lq.reshape((1,) * var.dim + (var.size,) + (1,) * (e - var.dim - 1 + s) + tuple(lq.shape[1:]))
-        full[g] = lq
-        terms.append(EnumTerm(f"{g}/guide", var.plates, frozenset({g}), -lq))
-    return contract(plan, terms, layout, full), tr
 
 
 class TraceEnum_ELBO(ELBO):

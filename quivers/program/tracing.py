@@ -253,7 +253,8 @@ class _Tracer:
             v = dd.rsample() if dd.has_rsample else dd.sample()
         elif getattr(step, "enumerate", None) == "parallel":
             raise BatchError(f"no value for latent site {step.name!r}, which is marked for enumeration "
-                             "(enumerate='parallel'); fit with TraceEnum_ELBO, which sums it out of the model")
+                             "(enumerate='parallel'); fit with TraceEnum_ELBO (or any ELBO), which sums it out of the "
+                             "model, or recover it with infer_discrete")
         else:
             raise BatchError(f"no value for latent site {step.name!r}; the guide must provide every latent site")
         if is_validation_enabled():
