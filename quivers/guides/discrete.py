@@ -101,6 +101,18 @@ class AutoDiscreteParallel(Guide):
             out[name] = F.log_softmax(x, -1)
         return out
 
+    def site_posteriors(self, batch: Batch = None) -> dict[str, Categorical] | None:
+        """``Categorical(logits)`` per site (their values are the support's values when the
+        support is ``0, ..., K - 1``, as for ``Categorical``, ``Bernoulli`` and ``Binomial``);
+        ``None`` for another support."""
+        out = {}
+        for name, lq in self.enumerated_log_probs(batch).items():
+            support = self._support(name)
+            if not torch.equal(support.cpu(), torch.arange(support.numel(), dtype=support.dtype)):
+                return None
+            out[name] = Categorical(logits=lq)
+        return out
+
     def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),
     ) -> tuple[Sites, LogProbTerms]:

@@ -11,9 +11,10 @@ from .run import PlateauRule, SVIRunResult
 from .svi import SVI
 from .tail_adaptive import TraceTailAdaptive_ELBO
 from .traceenum import TraceEnum_ELBO
+from .tracegraph import TraceGraph_ELBO
 from .whitened import WhitenedAdam
 
 __all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "TraceTailAdaptive_ELBO", "TraceEnum_ELBO",
-           "SVI", "SVIRunResult",
+           "TraceGraph_ELBO", "SVI", "SVIRunResult",
            "PlateauRule", "Predictive", "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam",
            "to_inference_data", "infer_discrete"]

@@ -101,7 +101,7 @@ class SVI:
         self.set_optimizer(optim)
 
     def set_optimizer(self, optim: torch.optim.Optimizer) -> None:
-        """Use ``optim`` from the next step on (model parameters it lacks are added, as in
+        """Use ``optim`` from the next step on (model and objective parameters it lacks are added, as in
         ``__init__``).
 
         Raises
@@ -111,7 +111,8 @@ class SVI:
         """
         check_optimizer(optim, "SVI")
         have = {id(p) for g in optim.param_groups for p in g["params"]}
-        missing = [p for p in self.model.parameters() if p.requires_grad and id(p) not in have]
+        missing = [p for p in [*self.model.parameters(), *self.loss.parameters()]
+                   if p.requires_grad and id(p) not in have]
         if missing:
             optim.add_param_group({"params": missing})
         self.optim = optim

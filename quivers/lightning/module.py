@@ -289,7 +289,8 @@ class SVIModule(L.LightningModule):
         model.set_plate_size(plate, num_data)
 
     def configure_optimizers(self) -> Any:
-        """The optimizer over the guide's and the model's parameters (one parameter group per
+        """The optimizer over the guide's, the model's and the objective's (learned baselines)
+        parameters (one parameter group per
         parameter for :class:`~quivers.infer.WhitenedAdam`, whitened as the
         :class:`~quivers.lightning.LaplaceWarmStart` callback found) and, with
         ``final_lr_frac < 1``, a per-step schedule: constant for the first ``decay_start``
@@ -303,7 +304,7 @@ class SVIModule(L.LightningModule):
             With ``final_lr_frac < 1`` and neither ``max_steps`` nor ``max_epochs`` set.
         """
         seen, params = set(), []
-        for p in list(self.guide.parameters()) + list(self.model.parameters()):
+        for p in [*self.guide.parameters(), *self.model.parameters(), *self.elbo.parameters()]:
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 params.append(p)
