@@ -39,6 +39,7 @@ clean:
 bench: install
 	$(PIP) install -q -e .[bench]
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/enum_speed.py
 
 bench-accuracy: install
 	$(PY) benchmarks/accuracy.py

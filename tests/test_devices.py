@@ -115,3 +115,55 @@ def test_float64_models_give_float64_results(name):
         guide.fit_map(batch)
     assert all(v.dtype == torch.float64 for v in guide.sample_posterior(batch, (3,)).values())
     assert all(v.dtype == torch.float64 for v in Predictive(model, guide, num_samples=3)(batch).values())
+
+
+@pytest.mark.parametrize("example", ["mixture", "hmm", "changepoint"])
+def test_enumeration_on_meta(example, no_validation):
+    """``TraceEnum_ELBO`` (model- and guide-side enumeration, a Markov chain), ``TraceGraph_ELBO``
+    and ``infer_discrete`` make every tensor on the model's device."""
+    from quivers.guides import AutoDiscreteParallel, AutoGuideList
+    from quivers.infer import TraceEnum_ELBO, TraceGraph_ELBO, infer_discrete
+    from quivers.models import ChangePoint, GaussianHMM
+
+    if example == "mixture":  # diagonal: torch's LKJ transform indexes by a mask, which meta cannot run
+        model, batch = _DiagonalMixture(), {"x": torch.randn(10, 2)}
+    elif example == "hmm":
+        model, batch = GaussianHMM(3, num_steps=12), {"y": torch.randn(12)}
+    else:
+        model, batch = ChangePoint(12), {"y": torch.poisson(torch.full((12,), 2.0))}
+    guide = AutoNormalGuide(model)
+    if example == "mixture":
+        discrete = AutoDiscreteParallel(model, observed_names=["weights", "locs", "scale"])
+        both = AutoGuideList(model, [AutoNormalGuide(model, observed_names=["c"]), discrete]).to(META)
+    model.to(META)
+    guide.to(META)
+    batch = {k: v.to(META) for k, v in batch.items()}
+    loss = TraceEnum_ELBO(num_particles=2)(model, guide, batch)
+    assert loss.device == META
+    loss.backward()
+    assert _all_on((p.grad for p in guide.parameters()), META)
+    out = infer_discrete(model, guide, batch, temperature=0, num_samples=2)
+    assert _all_on(out.values(), META)
+    if example == "mixture":
+        for elbo in (TraceEnum_ELBO(), TraceGraph_ELBO()):
+            loss = elbo(model, both, batch)
+            assert loss.device == META
+            loss.backward()
+
+
+class _DiagonalMixture(quivers.MonadicProgram):
+    def __init__(self):
+        from torch import distributions as dist
+
+        super().__init__()
+        self.register_buffer("_zeros", torch.zeros(3, 2))
+        self.register_buffer("_ones", torch.ones(3))
+        data = quivers.Plate("data", size=10)
+        self.declare(
+            quivers.Latent("weights", lambda: dist.Dirichlet(self._ones)),
+            quivers.Latent("locs", lambda: dist.Independent(dist.Normal(self._zeros, 3.0), 2)),
+            quivers.Latent("scale", lambda: dist.LogNormal(self._zeros[0, 0], 1.0)),
+            quivers.Latent("c", lambda weights: dist.Categorical(weights), plate=data, enumerate="parallel"),
+            quivers.Observed("x", lambda c, locs, scale: dist.Independent(
+                dist.Normal(quivers.vindex(locs, c, 1), scale.unsqueeze(-1)), 1), plate=data),
+        )

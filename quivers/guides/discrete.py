@@ -62,6 +62,7 @@ class AutoDiscreteParallel(Guide):
         self.logits = nn.ParameterDict()
         self._names: list[str] = []
         self._plates: dict[str, dict[str, int]] = {}
+        self._index_support: dict[str, bool] = {}  # the support is 0, ..., K - 1
         nb = model.batch_ndim
         for info in model.latent_sites():
             step = model.latent_step(info.name)
@@ -74,6 +75,7 @@ class AutoDiscreteParallel(Guide):
                     "with event_shape () are supported (use Categorical, not OneHotCategorical)")
             support = info.prior.enumerate_support(expand=False).reshape(-1)
             self.register_buffer(f"_support_{info.name}", support.clone(), persistent=False)
+            self._index_support[info.name] = torch.equal(support, torch.arange(support.numel(), dtype=support.dtype))
             self.logits[info.name] = nn.Parameter(torch.zeros(info.batch_shape + (support.numel(),),
                                                               dtype=torch.get_default_dtype()))
             self._plates[info.name] = {p.name: nb + model.plate_dim(p.name) for p in step.plates}
@@ -107,8 +109,7 @@ class AutoDiscreteParallel(Guide):
         ``None`` for another support."""
         out = {}
         for name, lq in self.enumerated_log_probs(batch).items():
-            support = self._support(name)
-            if not torch.equal(support.cpu(), torch.arange(support.numel(), dtype=support.dtype)):
+            if not self._index_support[name]:
                 return None
             out[name] = Categorical(logits=lq)
         return out

@@ -204,7 +204,8 @@ def discover_latent_sites(program: MonadicProgram) -> list[LatentSiteInfo]:
                 value = prior.sample()
             except NotImplementedError:
                 t = biject_to(support)
-                value = t(torch.zeros(t.inverse_shape(prior.batch_shape + prior.event_shape)))
+                value = t(torch.zeros(t.inverse_shape(prior.batch_shape + prior.event_shape),
+                                      device=program.device_of({})))
             infos.append(LatentSiteInfo(name, bshape, prior.event_shape, support, step.plates, prior,
                                         bool(support.is_discrete)))
             if not masked:
