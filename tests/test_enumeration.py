@@ -17,7 +17,16 @@ import torch.distributions as dist
 
 from quivers import Latent, Markov, MonadicProgram, Observed, Plate, config_enumerate, vindex
 from quivers.errors import BatchError, GuideError, ModelSpecError, ShapeError
-from quivers.guides import AutoDelta, AutoDiscreteParallel, AutoGuideList, AutoNormalGuide
+from quivers.guides import (
+    AutoDelta,
+    AutoDiagonalNormal,
+    AutoDiscreteParallel,
+    AutoGuideList,
+    AutoLaplaceApproximation,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormalGuide,
+)
 from quivers.infer import Predictive, Trace_ELBO, TraceEnum_ELBO, infer_discrete
 
 K, N, D, T = 3, 3, 2, 6
@@ -234,7 +243,8 @@ class DiscreteParallelModel(MonadicProgram):
 PYRO_DATA = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0])
 
 
-@pytest.mark.parametrize("continuous", [AutoNormalGuide, AutoDelta])
+@pytest.mark.parametrize("continuous", [AutoNormalGuide, AutoDelta, AutoDiagonalNormal, AutoMultivariateNormal,
+                                        AutoLowRankMultivariateNormal, AutoLaplaceApproximation])
 def test_discrete_parallel(continuous):
     model = DiscreteParallelModel()
     guide = AutoGuideList(model)
