@@ -126,8 +126,8 @@ def hmm_brute(trans: torch.Tensor, locs: torch.Tensor) -> torch.Tensor:
     return prior + torch.logsumexp(torch.stack([t for _, t in hmm_table(trans, locs)]), 0)
 
 
-def _perturbed_delta(model: MonadicProgram) -> AutoDelta:
-    guide = AutoDelta(model)
+def _perturbed_delta(model: MonadicProgram, exclude: tuple[str, ...] = ()) -> AutoDelta:
+    guide = AutoDelta(model, observed_names=exclude)
     with torch.no_grad():
         for p in guide.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -260,7 +260,7 @@ def test_discrete_parallel_is_the_exact_expectation():
     """With a point mass on the continuous sites, the objective is
     ``sum_a q(a) [log p(x, a, theta) - log q(a)]`` over all 2^5 assignments."""
     model = DiscreteParallelModel()
-    delta = _perturbed_delta_only(model, ["assignment"])
+    delta = _perturbed_delta(model, ("assignment",))
     disc = AutoDiscreteParallel(model, observed_names=["weights", "locs", "scale"])
     with torch.no_grad():
         disc.logits["assignment"].copy_(torch.randn(5, 2))
@@ -278,14 +278,6 @@ def test_discrete_parallel_is_the_exact_expectation():
                          for i in range(5))
         total = total + lq.exp() * (lp - lq)
     torch.testing.assert_close(value, total, atol=1e-8, rtol=1e-8)
-
-
-def _perturbed_delta_only(model, exclude):
-    guide = AutoDelta(model, observed_names=exclude)
-    with torch.no_grad():
-        for p in guide.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return guide
 
 
 # ------------------------------------------------------------------ infer_discrete

@@ -11,35 +11,12 @@ from torch import nn
 from ..errors import ConfigError, GuideError
 from ..guides.guide import Guide
 from ..program import MonadicProgram
-from ..program.enumeration import enumerated_names, trace_enumerated
-from ..program.steps import Deterministic, Step
+from ..program.enumeration import enumerated_names, latent_reads, trace_enumerated
 from .contract import contract
 from .elbo import ELBO, scaled_log_q
 from .enumerated import enumeration_plan
 
 __all__ = ["TraceGraph_ELBO"]
-
-
-def _value_readers(model: MonadicProgram) -> dict[str, set[str]]:
-    """For each latent site, the sites whose log-density reads its value (itself, and the
-    steps that take it as an argument, directly or through deterministic steps)."""
-    reads: dict[str, set[str]] = {}
-    values: dict[str, set[str]] = {}
-    for name, step in model._steps.items():
-        if not isinstance(step, Step):
-            continue
-        deps: set[str] = set()
-        for d in step.deps:
-            deps |= values.get(d, set())
-        if isinstance(step, Deterministic):
-            values[name] = deps
-            continue
-        for d in deps:
-            reads.setdefault(d, set()).add(name)
-        if name in model.latent_steps:
-            values[name] = {name}
-            reads.setdefault(name, set()).add(name)
-    return reads
 
 
 class TraceGraph_ELBO(ELBO):
@@ -140,7 +117,10 @@ class TraceGraph_ELBO(ELBO):
             b, fit = self._baseline("__guide__", elbo, batch)
             surrogate = log_q * (elbo - b).detach() + fit
             return elbo + surrogate - surrogate.detach()
-        readers = _value_readers(model)
+        readers: dict[str, set[str]] = {}
+        for reader, reads in latent_reads(model).items():
+            for site in reads:
+                readers.setdefault(site, set()).add(reader)
         s_dims = len(ss)
         surrogate: torch.Tensor | float = 0.0
         for name in sampled:

@@ -31,7 +31,8 @@ from .tracing import _Run, _Tracer
 if TYPE_CHECKING:
     from .program import MonadicProgram
 
-__all__ = ["config_enumerate", "EnumVar", "EnumTerm", "EnumPlan", "Layout", "enumerated_names", "trace_enumerated"]
+__all__ = ["config_enumerate", "EnumVar", "EnumTerm", "EnumPlan", "Layout", "enumerated_names", "latent_reads",
+           "trace_enumerated"]
 
 
 def config_enumerate(model: MonadicProgram) -> MonadicProgram:
@@ -57,6 +58,27 @@ def config_enumerate(model: MonadicProgram) -> MonadicProgram:
         if isinstance(step, Latent) and info.is_discrete and info.prior.has_enumerate_support:
             step.enumerate = "parallel"
     return model
+
+
+def latent_reads(model: MonadicProgram) -> dict[str, frozenset[str]]:
+    """For each latent, observed and factor step, the latent sites whose values its
+    log-density reads: its own (a latent site), and those of its arguments, directly or
+    through deterministic steps (a latent argument's own ancestors are not read: its value
+    is given)."""
+    values: dict[str, frozenset[str]] = {}
+    out: dict[str, frozenset[str]] = {}
+    latent = model.latent_steps
+    for name, step in model._steps.items():
+        if not isinstance(step, Step):
+            continue
+        deps = frozenset().union(*(values.get(d, frozenset()) for d in step.deps))
+        if isinstance(step, Deterministic):
+            values[name] = deps
+            continue
+        own = frozenset({name}) if name in latent else frozenset()
+        out[name] = deps | own
+        values[name] = own
+    return out
 
 
 def enumerated_names(model: MonadicProgram) -> list[str]:
@@ -180,21 +202,10 @@ class EnumPlan:
                 sizes.append(k)
         self.sizes = torch.Size(sizes)
         self.term_vars: dict[str, frozenset[str]] = {}
-        value_vars: dict[str, frozenset[str]] = {}
-        for name, step in model._steps.items():
-            if not isinstance(step, Step):
-                continue
-            deps: set[str] = set()
-            for d in step.deps:
-                deps |= value_vars.get(d, frozenset())
-            if isinstance(step, Deterministic):
-                value_vars[name] = frozenset(deps)
-                continue
-            own = {name} if name in self.vars else set()
-            self.term_vars[name] = frozenset(deps | own)
-            if name in self.vars:
-                value_vars[name] = frozenset(own)
-            plates = {p.name for p in step.plates}
+        for name, reads in latent_reads(model).items():
+            deps = {v for v in reads if v in self.vars and v != name}
+            self.term_vars[name] = frozenset(reads & self.vars.keys())
+            plates = {p.name for p in model._steps[name].plates}
             for v in deps:
                 if not self.vars[v].plates <= plates:
                     raise ModelSpecError(
