@@ -427,3 +427,106 @@ def test_non_tree_plated_model_is_refused():
     model = NotATree()
     with pytest.raises(ModelSpecError, match="not a tree"):
         TraceEnum_ELBO()(model, AutoNormalGuide(model), {"x": torch.zeros(2, 2)})
+
+
+# ------------------------------------------------------------------ more structures against brute force
+
+
+def _log_marginal(model, batch, values):
+    """``log sum_enum p(x, enum | values)`` from TraceEnum_ELBO with a point mass at ``values``."""
+    from quivers.infer.enumerated import model_log_density
+
+    return model_log_density(model, model.prepare(batch), values, torch.Size())[0]
+
+
+def test_global_site_over_a_plate_equals_brute_force():
+    """A change point: one enumerated site outside the plate that every count reads."""
+
+    class Switch(MonadicProgram):
+        def __init__(self):
+            super().__init__()
+            time = Plate("time", size=5)
+            self.declare(
+                Latent("tau", lambda: dist.Categorical(logits=torch.tensor([0.1, -0.3, 0.2, 0.0, 0.5])),
+                       enumerate="parallel"),
+                Latent("early", lambda: dist.Gamma(2.0, 1.0)),
+                Observed("y", lambda tau, early, time: dist.Poisson(torch.where(time < tau, early, 1.0)), plate=time),
+            )
+
+    y = torch.tensor([3.0, 2.0, 4.0, 1.0, 0.0])
+    early = torch.tensor(2.5)
+    value = _log_marginal(Switch(), {"y": y}, {"early": early.reshape(1)})
+    prior_tau = torch.log_softmax(torch.tensor([0.1, -0.3, 0.2, 0.0, 0.5]), 0)
+    terms = [prior_tau[k] + sum(dist.Poisson(early if t < k else torch.tensor(1.0)).log_prob(y[t]) for t in range(5))
+             for k in range(5)]
+    expected = dist.Gamma(2.0, 1.0).log_prob(early) + torch.logsumexp(torch.stack(terms), 0)
+    torch.testing.assert_close(value, expected, atol=1e-10, rtol=1e-10)
+
+
+def test_chains_in_a_sequences_plate_with_a_local_site_per_step_equal_brute_force():
+    """Two sequences of a 2-state chain along ``time`` (``along=``), each step with a
+    second enumerated site ``w`` that depends on the state, and a one-hot observation."""
+    k, length, seqs = 2, 4, 2
+    trans = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
+    w_probs = torch.tensor([0.3, 0.9])
+    y = torch.tensor([[0.2, 1.5, 1.1, -0.4], [2.0, 0.3, 0.1, 1.7]])
+
+    class Chains(MonadicProgram):
+        def __init__(self):
+            super().__init__()
+            seq, time = Plate("seq", size=seqs, dim=-2), Plate("time", size=length, dim=-1)
+            self.declare(
+                Latent("mu", lambda: dist.Normal(0.0, 1.0)),
+                Markov("z", init=lambda: dist.Categorical(probs=torch.tensor([0.5, 0.5])),
+                       transition=lambda prev: dist.Categorical(probs=vindex(trans, prev, 1)),
+                       plate=(seq, time), along=time),
+                Latent("w", lambda z: dist.Bernoulli(probs=vindex(w_probs, z)), plate=(seq, time),
+                       enumerate="parallel"),
+                Observed("y", lambda z, w, mu: dist.Normal(mu + z.double() + w, 0.7), plate=(seq, time)),
+            )
+
+    mu = torch.tensor(0.3)
+    value = _log_marginal(Chains(), {"y": y}, {"mu": mu.reshape(1, 1)})
+    total = dist.Normal(0.0, 1.0).log_prob(mu)
+    for s in range(seqs):
+        paths = []
+        for zs in itertools.product(range(k), repeat=length):
+            for ws in itertools.product((0, 1), repeat=length):
+                t = torch.log(torch.tensor(0.5))
+                for i in range(length):
+                    if i:
+                        t = t + torch.log(trans[zs[i - 1], zs[i]])
+                    p = w_probs[zs[i]]
+                    t = t + torch.log(p if ws[i] else 1 - p)
+                    t = t + dist.Normal(mu + zs[i] + ws[i], 0.7).log_prob(y[s, i])
+                paths.append(t)
+        total = total + torch.logsumexp(torch.stack(paths), 0)
+    torch.testing.assert_close(value, total, atol=1e-10, rtol=1e-10)
+
+
+def test_one_hot_sites_enumerate_like_categorical_ones():
+    """A site with an event dim (``OneHotCategorical``) gives the same marginal as its
+    ``Categorical`` twin."""
+
+    def mixture(one_hot):
+        class M(MonadicProgram):
+            def __init__(self):
+                super().__init__()
+                data = Plate("data", size=N, dim=-2)
+                feat = Plate("feat", size=D, dim=-1)
+                probs = torch.tensor([0.2, 0.5, 0.3])
+                c = (Latent("c", lambda: dist.OneHotCategorical(probs=probs), plate=data, enumerate="parallel")
+                     if one_hot else Latent("c", lambda: dist.Categorical(probs=probs), plate=data,
+                                            enumerate="parallel"))
+                loc = ((lambda c, locs: (c * locs).sum(-1)) if one_hot
+                       else (lambda c, locs: vindex(locs, c)))
+                self.declare(
+                    Latent("locs", lambda: dist.Independent(dist.Normal(torch.zeros(K), 3.0), 1)),
+                    c,
+                    Observed("x", lambda c, locs: dist.Normal(loc(c, locs), 1.0), plate=(data, feat)),
+                )
+        return M()
+
+    locs = torch.tensor([-1.0, 0.5, 2.0]).reshape(1, 1, K)
+    torch.testing.assert_close(_log_marginal(mixture(True), {"x": X}, {"locs": locs}),
+                               _log_marginal(mixture(False), {"x": X}, {"locs": locs}), atol=1e-10, rtol=1e-10)
