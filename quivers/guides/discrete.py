@@ -69,6 +69,10 @@ class AutoDiscreteParallel(Guide):
             if (info.name in self.observed_names or not info.is_discrete or isinstance(step, Markov)
                     or not info.prior.has_enumerate_support):
                 continue
+            unsized = [p.name for p in step.plates if p.size is None]
+            if unsized:
+                raise GuideError(f"AutoDiscreteParallel: site {info.name!r} sits in plate(s) {unsized} of unknown "
+                                 "size; its probabilities are per element: pass the plate's size to the model")
             if info.event_shape:
                 raise GuideError(
                     f"AutoDiscreteParallel: site {info.name!r} has event_shape {tuple(info.event_shape)}; only sites "

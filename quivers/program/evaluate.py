@@ -186,6 +186,9 @@ def discover_latent_sites(program: MonadicProgram) -> list[LatentSiteInfo]:
                     )
                 mask = step.obs_mask
                 bshape = torch.Size([1] * (nb - mask.dim()) + list(mask.shape))
+            elif getattr(step, "enumerate", None) == "parallel" and any(p.size is None for p in step.plates):
+                # summed out, never guided: a plate sized later (by the data) counts 1 here
+                bshape = torch.Size([1] * nb)
             else:
                 bshape = program.full_batch_shape(step)
             tail = d.batch_shape[max(len(d.batch_shape) - nb, 0):]
