@@ -407,6 +407,10 @@ def test_errors():
     model = Mixture()
     with pytest.raises(BatchError, match="TraceEnum_ELBO"):
         model.trace({"x": X}, {"locs": torch.zeros(K), "w": torch.ones(K) / K})
+    unsized = Mixture(size=None)
+    assert AutoNormalGuide(unsized).latent_names == ["locs", "w"]  # the data sizes the plate later
+    with pytest.raises(GuideError, match="unknown size"):
+        AutoDiscreteParallel(unsized)
     with pytest.raises(GuideError, match="neither enumerated"):
         TraceEnum_ELBO()(Mixture(enumerate_c=False), AutoNormalGuide(model), {"x": X})
 
