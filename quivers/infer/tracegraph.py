@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import ConfigError, GuideError
 from ..guides.guide import Guide
 from ..program import MonadicProgram
-from ..program.enumeration import enumerated_names, latent_reads, trace_enumerated
+from ..program.enumeration import enumerated_names, trace_enumerated
 from .contract import contract
 from .elbo import ELBO, scaled_log_q
 from .enumerated import enumeration_plan
@@ -108,8 +108,9 @@ class TraceGraph_ELBO(ELBO):
         z = guide.rsample(batch, ss)
         z = {k: v.detach() if k in sampled else v for k, v in z.items()}
         terms = guide.log_prob_terms(batch, z)
-        tr, model_terms, layout = trace_enumerated(model, enumeration_plan(model, (), ()), batch, z, ss)
-        elbo = contract(enumeration_plan(model, (), ()), model_terms, layout) - scaled_log_q(tr, terms, guide)
+        plan = enumeration_plan(model, (), ())
+        tr, model_terms, layout = trace_enumerated(model, plan, batch, z, ss)
+        elbo = contract(plan, model_terms, layout) - scaled_log_q(tr, terms, guide)
         if not sampled:
             return elbo
         if dists is None:  # no per-site factors: the whole guide's score times the whole cost
@@ -118,7 +119,7 @@ class TraceGraph_ELBO(ELBO):
             surrogate = log_q * (elbo - b).detach() + fit
             return elbo + surrogate - surrogate.detach()
         readers: dict[str, set[str]] = {}
-        for reader, reads in latent_reads(model).items():
+        for reader, reads in plan.reads.items():
             for site in reads:
                 readers.setdefault(site, set()).add(reader)
         s_dims = len(ss)

@@ -202,7 +202,8 @@ class EnumPlan:
                 sizes.append(k)
         self.sizes = torch.Size(sizes)
         self.term_vars: dict[str, frozenset[str]] = {}
-        for name, reads in latent_reads(model).items():
+        self.reads = latent_reads(model)  # also TraceGraph_ELBO's Rao-Blackwellisation
+        for name, reads in self.reads.items():
             deps = {v for v in reads if v in self.vars and v != name}
             self.term_vars[name] = frozenset(reads & self.vars.keys())
             plates = {p.name for p in model._steps[name].plates}
