@@ -30,6 +30,15 @@ __all__ = ["SVIRunResult", "PlateauRule", "run"]
 DEFAULT_LR = 0.03
 DEFAULT_MAX_STEPS = 20_000
 DEFAULT_PARTICLES = 16
+# the automatic compile choice (``compile=None``), from benchmarks/speed.py and the default fits of
+# benchmarks/accuracy.py on this project's 2-core CPU: compiling costs about 15 s the first time a
+# model is compiled (about 6 s once torch's on-disk caches hold its kernels); a compiled step
+# takes 0.2 to 0.4 of an eager one; and the plateau rule ends a default fit after 900 to 5,400
+# steps, about 1,100 in the median, of which 2,000 is taken as the expected length
+COMPILE_SECONDS = 15.0
+COMPILED_STEP_SHARE = 0.4
+EXPECTED_STEPS = 2_000
+PROBE_STEPS = 50
 
 
 @dataclass
@@ -112,7 +121,7 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
         warm_start: bool = True, num_restarts: int = 2, whiten: bool = True, lr: float | None = None,
         final_lr_frac: float = 0.01, averaging: bool = True, early_stopping: bool = True,
         stopping: PlateauRule | None = None, min_refine_steps: int = 500, psis_particles: int = 1000,
-        num_particles: int | None = None) -> SVIRunResult:
+        num_particles: int | None = None, compile: bool | None = None) -> SVIRunResult:
     """The body of :meth:`SVI.run <quivers.infer.SVI.run>` (documented there)."""
     cap = DEFAULT_MAX_STEPS if num_steps is None else check_positive_int(num_steps, "num_steps", ConfigError)
     if not 0 < final_lr_frac <= 1:
@@ -123,6 +132,8 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
     if num_particles is None:
         num_particles = DEFAULT_PARTICLES if svi.default_loss else svi.loss.num_particles
     num_particles = check_positive_int(num_particles, "num_particles", ConfigError)
+    if compile not in (None, True, False):
+        raise ConfigError(f"SVI.run: compile must be True, False or None (choose), got {compile!r}")
     if psis_particles:
         psis_particles = check_positive_int(psis_particles, "psis_particles", ConfigError)
     rule = stopping if stopping is not None else PlateauRule()
@@ -155,8 +166,11 @@ def run(svi: SVI, batch: Mapping[str, Any] | None, num_steps: int | None = None,
     svi.loss.num_particles = num_particles
     try:
         with guide.whitened(ws.loc, ws.cov) if whiten_guide else nullcontext():
+            if compile:
+                svi.enable_compile()
             losses, converged, explore = _fit(svi, batch, cap, progress_bar, final_lr_frac, averaging,
-                                              early_stopping, rule, min_refine_steps)
+                                              early_stopping, rule, min_refine_steps,
+                                              notes if compile is None and not svi.compile else None)
     finally:
         svi.loss.num_particles = saved_particles
     if not isinstance(guide, AutoLaplaceApproximation) and not converged:
@@ -174,11 +188,22 @@ RUN_OPTIONS = frozenset(name for name, p in inspect.signature(run).parameters.it
                         if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "progress_bar")
 
 
+def should_compile(eager_step_s: float, steps_left: int) -> bool:
+    """Whether compiling pays for the rest of a fit: the time it saves,
+    ``steps_left * eager_step_s * (1 - COMPILED_STEP_SHARE)``, exceeds ``COMPILE_SECONDS``
+    (the constants' sources are given where they are defined)."""
+    return steps_left * eager_step_s * (1 - COMPILED_STEP_SHARE) > COMPILE_SECONDS
+
+
 def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool, final_lr_frac: float,
-         averaging: bool, early_stopping: bool, rule: PlateauRule, min_refine_steps: int
-         ) -> tuple[list[float], bool, int]:
-    """The explore and refine phases: losses, whether the rule fired, explore steps."""
+         averaging: bool, early_stopping: bool, rule: PlateauRule, min_refine_steps: int,
+         choose_compile: list[str] | None = None) -> tuple[list[float], bool, int]:
+    """The explore and refine phases: losses, whether the rule fired, explore steps.
+    With ``choose_compile`` (the run's notes), the first ``PROBE_STEPS`` steps are timed
+    eagerly and the rest compiled if :func:`should_compile` says it pays."""
     losses: list[float] = []
+    expected = min(cap, EXPECTED_STEPS) if early_stopping else cap
+    probe_start = 0.0
     steps_to_run = 0 if isinstance(svi.guide, AutoLaplaceApproximation) else cap
     explore_cap = max(steps_to_run - min_refine_steps, steps_to_run // 2)
     converged = False
@@ -195,6 +220,21 @@ def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool
             bar.update(1)
             if len(losses) % 50 == 0 and smoothed is not None:
                 bar.set_postfix(elbo=f"{smoothed:.3f}")
+            if choose_compile is not None:
+                choose()
+
+        def choose() -> None:
+            nonlocal probe_start, choose_compile
+            n = len(losses)
+            if n == PROBE_STEPS // 5:  # the first steps warm caches up: time the rest
+                probe_start = time.perf_counter()
+            elif n == PROBE_STEPS:
+                step_s = (time.perf_counter() - probe_start) / (PROBE_STEPS - PROBE_STEPS // 5)
+                if should_compile(step_s, expected - n):
+                    svi.enable_compile()
+                    choose_compile.append(f"compiled after {n} eager steps of {step_s * 1e3:.2f} ms (about "
+                                          f"{expected - n} steps to go)")
+                choose_compile = None
 
         while len(losses) < explore_cap:
             one_step()

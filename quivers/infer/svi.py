@@ -12,6 +12,7 @@ from ..guides.guide import Guide, check_guide
 from ..program import MonadicProgram
 from .compiled import CompiledObjective, compile_fallback
 from .elbo import ELBO, Trace_ELBO
+from .fused import FusedStep
 from .nonfinite import SkippedSteps, check_policy, nonfinite_error, step_is_finite
 from .optim import check_optimizer
 from .run import DEFAULT_LR, RUN_OPTIONS, SVIRunResult, run
@@ -39,12 +40,15 @@ class SVI:
     loss : ELBO
         The objective (default ``Trace_ELBO()``).
     compile : bool
-        Run the loss and its backward as one ``torch.compile`` graph (see
-        :class:`~quivers.infer.compiled.CompiledObjective`), and the optimizer step under
-        ``torch.compile`` too (``torch.optim`` keeps one deliberate graph break there). The
-        first step runs eagerly with every check; a model that cannot be compiled falls
-        back to eager with a ``UserWarning``. Compilation takes seconds, so it pays for
-        fits of thousands of steps.
+        Run each step as one ``torch.compile`` graph: with ``torch.optim.Adam`` or
+        :class:`~quivers.infer.whitened.WhitenedAdam` (the default) the loss, its gradient
+        and the update are fused (:class:`~quivers.infer.fused.FusedStep`); with another
+        optimizer the loss and its backward are one graph
+        (:class:`~quivers.infer.compiled.CompiledObjective`) and the optimizer's step is
+        compiled apart. The first step runs eagerly with every check; a model that cannot
+        be compiled falls back to eager with a ``UserWarning``. Compilation takes seconds
+        (see ``docs/speed.md``), so it pays for fits of thousands of steps; :meth:`run`
+        chooses by itself unless told.
     on_nonfinite : {"raise", "skip"}
         What a step with a non-finite loss or gradient does. ``"raise"`` (default): raise
         :class:`~quivers.errors.NonFiniteLossError` naming the sites whose log-density is
@@ -96,9 +100,26 @@ class SVI:
         self.guide = guide
         self.default_loss = loss is None
         self.loss = loss if loss is not None else Trace_ELBO()
-        self.compile = bool(compile)
-        self._objective = CompiledObjective(self.loss, model, guide) if compile else None
+        self.compile = False
+        self._objective: CompiledObjective | None = None
+        self._fused: FusedStep | None = None
+        self._fusable: tuple[int, int, bool] | None = None
+        self._first_compiled_step = 1
+        self.optim = optim
         self.set_optimizer(optim)
+        if compile:
+            self.enable_compile()
+
+    def enable_compile(self, **compile_kwargs: Any) -> None:
+        """Compile the steps from the next one on (as ``compile=True``; ``compile_kwargs``
+        go to ``torch.compile``). The next step still runs eagerly with every check."""
+        if self.compile:
+            return
+        self.compile = True
+        self._objective = CompiledObjective(self.loss, self.model, self.guide, **compile_kwargs)
+        self._fused = FusedStep(self.loss, self.model, self.guide, **compile_kwargs)
+        self._first_compiled_step = self._num_steps + 1
+        self.set_optimizer(self.optim)
 
     def set_optimizer(self, optim: torch.optim.Optimizer) -> None:
         """Use ``optim`` from the next step on (model and objective parameters it lacks are added, as in
@@ -150,6 +171,13 @@ class SVI:
         5. **Diagnose**: :func:`~quivers.infer.psis_diagnostic` with
            ``psis_particles=1000`` draws on the full batch.
 
+        **Compilation** (``compile=None``, the default, when ``SVI`` was built without
+        ``compile=True``): the first 50 steps run eagerly and steps 10 to 50 are timed;
+        the rest of the fit is compiled (:meth:`enable_compile`) when the time that saves,
+        ``steps_left * eager_step * 0.6``, exceeds 15 s, the measured cost of a first
+        compilation (``steps_left``: 2,000 minus the steps taken with early stopping, the
+        cap without). ``compile=True`` compiles from the start, ``compile=False`` never.
+
         Parameters
         ----------
         batch : mapping, optional
@@ -164,7 +192,8 @@ class SVI:
             ``warm_start`` (bool), ``num_restarts`` (int), ``whiten`` (bool), ``lr``
             (float), ``final_lr_frac`` (float in (0, 1]), ``averaging`` (bool),
             ``early_stopping`` (bool), ``stopping`` (:class:`PlateauRule`),
-            ``min_refine_steps`` (int), ``psis_particles`` (int, 0 for none).
+            ``min_refine_steps`` (int), ``psis_particles`` (int, 0 for none),
+            ``compile`` (bool or None).
 
         Returns
         -------
@@ -204,22 +233,47 @@ class SVI:
         """
         check_optimizer(self.optim, "SVI")
         self.optim.zero_grad(set_to_none=True)
-        if self._objective is not None:
-            loss = self._objective(batch)
-        else:
-            loss = self.loss(self.model, self.guide, batch)
+        if self._can_fuse():
+            result = self._fused(self.optim, batch)
+            if result is not None:
+                self._num_steps += 1
+                loss, applied = result
+                if not applied:
+                    return self._not_finite(batch, loss)
+                self._skipped.applied()
+                return loss
+        compiled = self._objective is not None and self._num_steps >= self._first_compiled_step
+        loss = self._objective(batch) if compiled else self.loss(self.model, self.guide, batch)
         loss.backward()
         self._num_steps += 1
         params = [p for g in self.optim.param_groups for p in g["params"]]
         if not step_is_finite(loss.detach(), params):
             self.optim.zero_grad(set_to_none=True)
-            if self.on_nonfinite == "raise":
-                raise nonfinite_error(self.model, self.guide, batch, float(loss.detach()), self._num_steps)
-            self._skipped.skipped(self._num_steps)
-            return float(loss.detach())
-        self._optim_step()
+            return self._not_finite(batch, float(loss.detach()))
+        if compiled:
+            self._optim_step()
+        else:
+            self.optim.step()
         self._skipped.applied()
         return float(loss.detach())
+
+    def _not_finite(self, batch: Mapping[str, Any] | None, loss: float) -> float:
+        """A step with a non-finite loss or gradient was not applied: raise or count it."""
+        if self.on_nonfinite == "raise":
+            raise nonfinite_error(self.model, self.guide, batch, loss, self._num_steps)
+        self._skipped.skipped(self._num_steps)
+        return loss
+
+    def _can_fuse(self) -> bool:
+        """Whether this step runs as one fused graph: compiling, past the eager first step,
+        not fallen back, and the optimizer fusable (checked once per optimizer and group count)."""
+        fused = self._fused
+        if fused is None or fused.failed is not None or self._num_steps < self._first_compiled_step:
+            return False
+        key = (id(self.optim), len(self.optim.param_groups))
+        if self._fusable is None or self._fusable[:2] != key:
+            self._fusable = (*key, fused.blocker(self.optim) is None)
+        return self._fusable[2]
 
     @property
     def num_skipped_steps(self) -> int:
