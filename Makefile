@@ -39,6 +39,7 @@ clean:
 bench: install
 	$(PIP) install -q -e .[bench]
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/time_to_posterior.py
 	$(PY) benchmarks/enum_speed.py
 
 bench-accuracy: install

@@ -24,7 +24,7 @@ diagonal or Cholesky base, at the default setting only):
                 the unconstrained mode from the init and 4 random restarts, guide set to the Laplace
                 Gaussian at the best mode), then 10,000 Adam steps,
                 lr 0.01 decaying exponentially to 1e-4, 1 particle, and the parameters averaged
-                over the last 5,000 steps (Polyak & Juditsky 1992; torch.optim.swa_utils.AveragedModel).
+                over the last 5,000 steps (Polyak & Juditsky 1992; quivers.infer.IterateAverage).
                 AutoLaplaceApproximation needs no SVI here: its point is the L-BFGS mode.
 
 All: seed 0, float64, 10,000 posterior draws; anchors and recommended compile the loss and backward
@@ -65,7 +65,7 @@ from quivers.guides import (
     init_to_uniform,
     laplace_warm_start,
 )
-from quivers.infer import SVI, Trace_ELBO
+from quivers.infer import SVI, IterateAverage, Trace_ELBO
 from quivers.models.posteriordb import POSTERIORS, load_posterior
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -209,13 +209,11 @@ def fit_one(name: str, guide_name: str, settings: Settings, draws: int, seed: in
                 sched.step()
                 if settings.average_frac and i >= start_avg:
                     if averaged is None:
-                        averaged = torch.optim.swa_utils.AveragedModel(guide)
+                        averaged = IterateAverage(guide.parameters())
                     else:
-                        averaged.update_parameters(guide)
+                        averaged.update()
             if averaged is not None:
-                with torch.no_grad():
-                    for p, a in zip(guide.parameters(), averaged.module.parameters(), strict=True):
-                        p.copy_(a)
+                averaged.copy_to_params()
         sampler = guide.laplace_approximation(batch) if guide_name == "AutoLaplace" else guide
     seconds = time.perf_counter() - t0
     notes = sorted({str(w.message).split(";")[0][:120] for w in caught

@@ -10,6 +10,8 @@ Systems:
              and torch.optim.Adam (the floor)
   quivers    quivers SVI, eager (options: compile, particles, validation)
   trainer    quivers SVIModule under lightning.Trainer.fit (timed by a callback)
+  recommended  accuracy.py's recommended setting (compiled, decaying lr, averaging) on
+             posteriordb's eight schools, per guide (the flow / Gaussian step ratio)
   pyro       Pyro AutoNormal + Trace_ELBO
   pyro_jit   Pyro AutoNormal + JitTrace_ELBO
   numpyro    NumPyro AutoNormal + SVI with a jitted update
@@ -105,7 +107,60 @@ def quivers(problem: str, rows: int, particles: int = 1, compile: bool = False, 
     svi = SVI(model, guide, torch.optim.Adam(guide.parameters(), lr=LR), Trace_ELBO(num_particles=particles),
               **({"compile": True} if compile else {}))
     batch = data(problem, rows)
-    return lambda: svi.step(batch)
+    step = _Step(lambda: svi.step(batch))
+    if compile:
+        step.compile_s = _compile_seconds(step)
+    return step
+
+
+class _Step:
+    """A step callable that can carry figures measured while building it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.compile_s = None
+
+    def __call__(self):
+        return self.fn()
+
+
+def _compile_seconds(step) -> float:
+    """The first compiled step's extra time: the second step (compilation and one compiled
+    step) minus the first (eager, with every check)."""
+    import time
+
+    t0 = time.perf_counter()
+    step()
+    t1 = time.perf_counter()
+    step()
+    t2 = time.perf_counter()
+    return (t2 - t1) - (t1 - t0)
+
+
+def recommended(problem: str, rows: int, guide: str = "AutoMultivariateNormal"):
+    """One step of accuracy.py's recommended setting on posteriordb's eight schools
+    (float64, 1 particle, compiled, Adam with an exponentially decaying lr, every parameter
+    averaged), for the flow / Gaussian step ratio; ``problem`` and ``rows`` are unused."""
+    from quivers import guides
+    from quivers.infer import SVI, IterateAverage, Trace_ELBO
+    from quivers.models.posteriordb import load_posterior
+
+    torch.set_default_dtype(torch.float64)
+    post = load_posterior("eight_schools-eight_schools_noncentered")
+    g = getattr(guides, guide)(post.model)
+    optim = torch.optim.Adam(g.parameters(), lr=torch.tensor(LR))
+    sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=0.01 ** (1 / 10_000))
+    svi = SVI(post.model, g, optim, Trace_ELBO(), compile=True)
+    averaged = IterateAverage(g.parameters())
+
+    def one():
+        svi.step(post.batch)
+        sched.step()
+        averaged.update()
+
+    step = _Step(one)
+    step.compile_s = _compile_seconds(step)
+    return step
 
 
 def trainer(problem: str, rows: int, particles: int = 1, steps: int = 0, on_block=None):
@@ -201,4 +256,5 @@ def numpyro(problem: str, rows: int):
     return step
 
 
-SYSTEMS = {"floor": floor, "quivers": quivers, "pyro": pyro, "pyro_jit": pyro_jit, "numpyro": numpyro}
+SYSTEMS = {"floor": floor, "quivers": quivers, "pyro": pyro, "pyro_jit": pyro_jit, "numpyro": numpyro,
+           "recommended": recommended}

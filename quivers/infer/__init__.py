@@ -1,8 +1,10 @@
 """Objectives, the ``SVI`` loop, ``Predictive`` and the PSIS diagnostic."""
 
+from .averaging import IterateAverage
 from .compiled import CompiledObjective
 from .discrete import infer_discrete
 from .elbo import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from .fused import FusedStep
 from .inference_data import to_inference_data
 from .predictive import Predictive
 from .psis import PSISDiagnostic, psis_diagnostic
@@ -15,6 +17,6 @@ from .tracegraph import TraceGraph_ELBO
 from .whitened import WhitenedAdam
 
 __all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "TraceTailAdaptive_ELBO", "TraceEnum_ELBO",
-           "TraceGraph_ELBO", "SVI", "SVIRunResult",
+           "TraceGraph_ELBO", "SVI", "SVIRunResult", "FusedStep", "IterateAverage",
            "PlateauRule", "Predictive", "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam",
            "to_inference_data", "infer_discrete"]

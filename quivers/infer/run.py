@@ -19,6 +19,7 @@ from ..errors import ConfigError, GuideError
 from ..guides.laplace import AutoLaplaceApproximation
 from ..guides.warm_start import WarmStart, laplace_warm_start
 from ..validation import check_positive_int
+from .averaging import IterateAverage
 from .psis import PSISDiagnostic, psis_diagnostic
 from .whitened import WhitenedAdam, whitened_groups
 
@@ -247,18 +248,17 @@ def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool
         bar.refresh()
         if refine > 0:
             gamma = final_lr_frac ** (1.0 / refine)
-            params = torch.nn.ParameterList(p for g in svi.optim.param_groups for p in g["params"])
-            averaged = torch.optim.swa_utils.AveragedModel(params, use_buffers=False) if averaging else None
+            averaged: IterateAverage | None = None
             for i in range(refine):
                 one_step()
                 for g, base in zip(svi.optim.param_groups, base_lrs, strict=True):
                     g["lr"] = base * gamma ** (i + 1)
-                if averaged is not None:
-                    averaged.update_parameters(params)
+                if averaging and averaged is None:  # the mean of the values after each refine step
+                    averaged = IterateAverage(p for g in svi.optim.param_groups for p in g["params"])
+                elif averaged is not None:
+                    averaged.update()
             if averaged is not None:
-                with torch.no_grad():
-                    for p, a in zip(params, averaged.module, strict=True):
-                        p.copy_(a)
+                averaged.copy_to_params()
     finally:
         bar.close()
         for g, base in zip(svi.optim.param_groups, base_lrs, strict=True):

@@ -167,7 +167,7 @@ class SVI:
         4. **Refine**: ``max(min_refine_steps, explore / 2)`` further steps with the
            learning rate decaying exponentially to ``final_lr_frac * lr`` (default 1%),
            the parameters averaged over them (Polyak & Juditsky 1992, with
-           ``torch.optim.swa_utils.AveragedModel``) and the average kept.
+           :class:`~quivers.infer.averaging.IterateAverage`) and the average kept.
         5. **Diagnose**: :func:`~quivers.infer.psis_diagnostic` with
            ``psis_particles=1000`` draws on the full batch.
 
