@@ -16,7 +16,7 @@ from quivers import Latent, MonadicProgram, Observed, Param, Plate
 from quivers.datasets.real import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y
 from quivers.errors import NonFiniteLossError
 from quivers.guides import AutoMultivariateNormal, AutoNormalGuide
-from quivers.infer import SVI, Trace_ELBO, WhitenedAdam
+from quivers.infer import SVI, IterateAverage, Trace_ELBO, WhitenedAdam
 from quivers.infer.fused import fusion_blocker
 from quivers.models import EightSchools
 
@@ -165,3 +165,57 @@ def test_unfusable_optimizers_keep_their_own_step():
     svi.step(DATA)  # the loss compiled, SGD's own step
     assert not svi._can_fuse() and not svi._objective.is_eager
     assert all(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
+
+
+def test_iterate_average_is_the_mean_of_the_values_it_saw():
+    """Against the plain mean of the recorded values and against
+    ``torch.optim.swa_utils.AveragedModel`` (the library whose arithmetic it reproduces)."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, 2, dtype=torch.float64)), torch.nn.Parameter(torch.randn(4))]
+    average = IterateAverage(params)
+    library = torch.optim.swa_utils.AveragedModel(torch.nn.ParameterList(params), use_buffers=False)
+    library.update_parameters(torch.nn.ParameterList(params))
+    seen = [[p.detach().clone() for p in params]]
+    for _ in range(7):
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn_like(p))
+        seen.append([p.detach().clone() for p in params])
+        average.update()
+        library.update_parameters(torch.nn.ParameterList(params))
+    assert average.count == 8
+    for i, (a, lib) in enumerate(zip(average.averages, library.module, strict=True)):
+        want = torch.stack([s[i] for s in seen]).mean(0)
+        torch.testing.assert_close(a, want)
+        torch.testing.assert_close(a, lib.detach())
+        assert a.dtype == params[i].dtype
+    average.copy_to_params()
+    for p, a in zip(params, average.averages, strict=True):
+        assert torch.equal(p.detach(), a)
+
+
+def test_fused_steps_follow_a_reloaded_optimizer_state():
+    """``load_state_dict`` replaces Adam's state tensors: the next fused step updates the
+    reloaded ones (not the tensors it saw before), as an eager step would."""
+    import copy
+
+    torch.manual_seed(0)
+    model = Blowup()
+    guide = AutoNormalGuide(model)
+    optim = torch.optim.Adam(guide.parameters(), lr=0.01)
+    svi = SVI(model, guide, optim, compile=True)
+    y = {"y": torch.zeros(3)}
+    with torch.no_grad():
+        guide.scales_raw["z"].fill_(-20.0)
+    for _ in range(3):
+        svi.step(y)
+    saved = copy.deepcopy(optim.state_dict())
+    for _ in range(2):
+        svi.step(y)
+    optim.load_state_dict(saved)
+    reloaded = optim.state[guide.locs["z"]]["exp_avg"].clone()
+    svi.step(y)
+    assert svi._can_fuse()
+    state = optim.state[guide.locs["z"]]
+    assert float(state["step"]) == 4.0
+    assert not torch.equal(state["exp_avg"], reloaded)

@@ -20,6 +20,8 @@ __all__ = ["FusedStep", "fusion_blocker"]
 
 # the Adam options the fused update implements (with these values); any other value sends the step
 # back to the optimizer's own code
+# the dtype of Adam's step counter, as torch.optim.Adam chooses it (float64 under a float64 default)
+_STEP_DTYPE = {True: torch.float64, False: torch.float32}
 _ADAM_DEFAULTS = {"amsgrad": False, "maximize": False, "differentiable": False, "decoupled_weight_decay": False}
 
 
@@ -98,7 +100,7 @@ class FusedStep:
         self._named = {id(p): n for n, p in self._objective.named_parameters()}
         self._compiled = torch.compile(_own_code(self._step), fullgraph=True, **compile_kwargs)
         self.failed: str | None = None
-        self._lrs: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._cached: tuple[tuple, tuple[list, ...], list[tuple[torch.Tensor, dict]]] | None = None
 
     def blocker(self, optim: torch.optim.Optimizer) -> str | None:
         """Why this optimizer cannot be fused (see :func:`fusion_blocker`), or ``None``."""
@@ -116,33 +118,12 @@ class FusedStep:
             nothing changed): the caller then steps eagerly.
         """
         prepared = self.model.prepare(batch)
-        params, moments, squares, steps, lrs, maps, hyper = [], [], [], [], [], [], []
-        for i, group in enumerate(optim.param_groups):
-            beta1, beta2 = group["betas"]
-            p_mat = group.get("whiten")
-            group_lrs: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-            for p in group["params"]:
-                if not p.requires_grad:
-                    continue
-                state = optim.state[p]
-                if not state:  # as torch.optim.Adam initialises it
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p.detach())
-                moments.append(state["exp_avg"])
-                squares.append(state["exp_avg_sq"])
-                steps.append(state["step"])
-                key = (p.device, p.dtype)
-                if key not in group_lrs:
-                    group_lrs[key] = self._lr(i, group["lr"], p)
-                lrs.append(group_lrs[key])
-                maps.append(None if p_mat is None else p_mat.to(p))
-                hyper.append((float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"])))
-        names = [self._named[id(p)] for g in optim.param_groups for p in g["params"] if p.requires_grad]
+        args, lrs = self._arguments(optim)
+        for t, group in lrs:  # learning rates are read at every step: a scheduler may have changed them
+            t.fill_(float(group["lr"]))
         try:
             with validation_enabled(False):
-                out = self._compiled(names, params, moments, squares, steps, lrs, maps, hyper, prepared)
+                out = self._compiled(*args, prepared)
         except Exception as error:  # noqa: BLE001 - only compile errors are swallowed
             if not _is_compile_error(error):
                 raise
@@ -154,13 +135,45 @@ class FusedStep:
         loss, finite = out.tolist()
         return loss, bool(finite)
 
-    def _lr(self, group: int, lr: float, p: torch.Tensor) -> torch.Tensor:
-        """The group's learning rate as a reusable 0-d tensor (a graph input, not a constant)."""
-        key = (group, p.device, p.dtype)
-        t = self._lrs.get(key)
-        if t is None:
-            t = self._lrs[key] = torch.zeros((), device=p.device, dtype=torch.float64)
-        return t.fill_(float(lr))
+    def _arguments(self, optim: torch.optim.Optimizer) -> tuple[tuple[list, ...], list[tuple[torch.Tensor, dict]]]:
+        """The graph's inputs for ``optim`` (names, parameters, Adam's state tensors, learning
+        rate tensors, whitening maps, hyper-parameters) and the learning-rate tensors with
+        their groups. Built once and reused while the optimizer, its state dictionary (which
+        ``load_state_dict`` replaces), its groups, their parameters and hyper-parameters, and
+        which parameters require gradients stay the same; missing state is created as
+        ``torch.optim.Adam`` creates it."""
+        key = (id(optim), id(optim.state), tuple(
+            (id(g), id(g.get("whiten")), tuple(g["betas"]), g["eps"], g["weight_decay"],
+             tuple((id(p), p.requires_grad) for p in g["params"])) for g in optim.param_groups))
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1], self._cached[2]
+        names, params, moments, squares, steps, lrs, maps, hyper = [], [], [], [], [], [], [], []
+        lr_groups: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, dict]] = {}
+        for i, group in enumerate(optim.param_groups):
+            beta1, beta2 = group["betas"]
+            p_mat = group.get("whiten")
+            for p in group["params"]:
+                if not p.requires_grad:
+                    continue
+                state = optim.state[p]
+                if not state:  # as torch.optim.Adam initialises it
+                    state["step"] = torch.tensor(0.0, dtype=_STEP_DTYPE[torch.get_default_dtype() == torch.float64])
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                names.append(self._named[id(p)])
+                params.append(p.detach())
+                moments.append(state["exp_avg"])
+                squares.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+                where = (i, p.device, p.dtype)
+                if where not in lr_groups:
+                    lr_groups[where] = (torch.zeros((), device=p.device, dtype=torch.float64), group)
+                lrs.append(lr_groups[where][0])
+                maps.append(None if p_mat is None else p_mat.to(p))
+                hyper.append((float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"])))
+        args = (names, params, moments, squares, steps, lrs, maps, hyper)
+        self._cached = (key, args, list(lr_groups.values()))
+        return args, self._cached[2]
 
     def _step(self, names: list[str], params: list[torch.Tensor], moments: list[torch.Tensor],
               squares: list[torch.Tensor], steps: list[torch.Tensor], lrs: list[torch.Tensor],
@@ -181,10 +194,10 @@ class FusedStep:
                 g = g + wd * p
             if p_mat is not None:
                 g = _apply(p_mat, g, transpose=True)
-            t_new = t + 1
+            t_new = t + 1  # on the CPU, as torch.optim.Adam keeps it (capturable=False)
             m_new = torch.lerp(m, g, 1 - b1)
             v_new = v * b2 + (1 - b2) * g * g
-            n = t_new.to(torch.float64)
+            n = t_new.to(device=p.device, dtype=torch.float64)
             step_size = (lr / (1 - b1 ** n)).to(p.dtype)
             denom = v_new.sqrt() / torch.sqrt(1 - b2 ** n).to(p.dtype) + eps
             delta = -step_size * m_new / denom
@@ -193,5 +206,5 @@ class FusedStep:
             p.copy_(torch.where(finite, p + delta, p))
             m.copy_(torch.where(finite, m_new, m))
             v.copy_(torch.where(finite, v_new, v))
-            t.copy_(torch.where(finite, t_new, t))
+            t.copy_(torch.where(finite.to(t.device), t_new, t))
         return torch.stack([loss.to(torch.float64), finite.to(torch.float64)])
