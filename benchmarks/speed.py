@@ -8,7 +8,7 @@ figure is the median over rounds, since on a shared VM the speed of one process 
 off by a third.
 
 Compilation: each compiled job reports its first compiled step's extra time (the second
-step minus the first, eager one); ``compile_cold/a`` runs with empty on-disk compile
+step minus the first, eager one; the median over rounds); ``compile_cold/a`` runs with empty on-disk compile
 caches (a first compilation on a new machine), the other compiled jobs with torch's
 default caches, which the earlier rounds (or runs) have filled.
 
@@ -176,7 +176,7 @@ def _write(rounds: dict[str, list[dict]], args: argparse.Namespace, done: int) -
                         "rounds_ms": [None if x["ms"] is None else round(x["ms"], 4) for x in runs],
                         "rounds_compile_s": [None if x.get("compile_s") is None else round(x["compile_s"], 2)
                                              for x in runs],
-                        "compile_s": min(compile_s) if compile_s else None}
+                        "compile_s": statistics.median(compile_s) if compile_s else None}
     report = _report(results)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

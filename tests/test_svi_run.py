@@ -76,6 +76,13 @@ def test_should_compile_weighs_the_saved_time_against_the_compilation():
     assert not should_compile(0.001, 20_000)  # a 1 ms step saves 12 s over a whole capped fit
 
 
+def test_a_short_fit_of_fast_steps_stays_eager():
+    model, batch, _, _ = ill_conditioned()
+    svi = SVI(model, AutoNormalGuide(model))
+    result = svi.run(batch, 600, progress_bar=False, warm_start=False, psis_particles=0)
+    assert not svi.compile and not any("compiled" in note for note in result.notes)
+
+
 def test_a_fit_that_chooses_to_compile_matches_the_closed_form(monkeypatch):
     """The automatic choice with compilation made free: the fit compiles after its 50 eager
     probe steps and goes on fused (whitened Adam, the whitened guide, the decaying learning

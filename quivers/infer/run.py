@@ -31,15 +31,13 @@ __all__ = ["SVIRunResult", "PlateauRule", "run"]
 DEFAULT_LR = 0.03
 DEFAULT_MAX_STEPS = 20_000
 DEFAULT_PARTICLES = 16
-# the automatic compile choice (``compile=None``), from benchmarks/speed.py and the default fits of
-# benchmarks/accuracy.py on this project's 2-core CPU: compiling costs about 15 s the first time a
-# model is compiled (about 6 s once torch's on-disk caches hold its kernels); a compiled step
-# takes 0.2 to 0.4 of an eager one; and the plateau rule ends a default fit after 900 to 5,400
-# steps, about 1,100 in the median, of which 2,000 is taken as the expected length
+# the automatic compile choice (``compile=None``), from benchmarks/speed.py on this project's 2-core
+# CPU: compiling costs about 15 s the first time a model is compiled (about 4 s once torch's
+# on-disk caches hold its kernels), and a compiled step takes 0.1 to 0.4 of an eager one
 COMPILE_SECONDS = 15.0
 COMPILED_STEP_SHARE = 0.4
-EXPECTED_STEPS = 2_000
-PROBE_STEPS = 50
+PROBE_STEPS = (10, 50)  # the eager steps timed before the first choice: 11 to 50
+RECONSIDER_EVERY = 200
 
 
 @dataclass
@@ -196,15 +194,53 @@ def should_compile(eager_step_s: float, steps_left: int) -> bool:
     return steps_left * eager_step_s * (1 - COMPILED_STEP_SHARE) > COMPILE_SECONDS
 
 
+class _CompileChoice:
+    """Whether to compile the rest of a fit, decided while it runs (``compile=None``).
+
+    The eager step is timed over steps 11 to 50, then between the later decision points.
+    At step 50, at every ``RECONSIDER_EVERY``-th step of the explore phase and at the start
+    of the refine phase, the rest is compiled if :func:`should_compile` says it pays for
+    the steps expected to be left. With the stopping rule on, during the explore phase
+    that is as many as the fit has taken so far and at least the refine phase's
+    ``min_refine_steps`` (a fit that has run ``n`` steps is taken to run about ``n`` more,
+    within the cap); without it, exactly the steps to the cap; at the refine phase's
+    start, exactly its length.
+    """
+
+    def __init__(self, svi: SVI, notes: list[str]) -> None:
+        self.svi = svi
+        self.notes = notes
+        self.done = False
+        self._mark: tuple[int, float] | None = None
+        self._step_s: float | None = None
+
+    def after_step(self, n: int) -> None:
+        """Time the eager steps (call after step ``n``)."""
+        if n in PROBE_STEPS or (n > PROBE_STEPS[1] and n % RECONSIDER_EVERY == 0):
+            now = time.perf_counter()
+            if self._mark is not None:
+                self._step_s = (now - self._mark[1]) / (n - self._mark[0])
+            self._mark = (n, now)
+
+    def consider(self, n: int, steps_left: int) -> None:
+        """Compile from the next step if it pays for ``steps_left`` more steps."""
+        if self.done or self._step_s is None:
+            return
+        if should_compile(self._step_s, steps_left):
+            self.svi.enable_compile()
+            self.done = True
+            self.notes.append(f"compiled after {n} eager steps of {self._step_s * 1e3:.2f} ms (about "
+                              f"{steps_left} steps expected to go)")
+
+
 def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool, final_lr_frac: float,
          averaging: bool, early_stopping: bool, rule: PlateauRule, min_refine_steps: int,
          choose_compile: list[str] | None = None) -> tuple[list[float], bool, int]:
     """The explore and refine phases: losses, whether the rule fired, explore steps.
-    With ``choose_compile`` (the run's notes), the first ``PROBE_STEPS`` steps are timed
-    eagerly and the rest compiled if :func:`should_compile` says it pays."""
+    With ``choose_compile`` (the run's notes), compilation is chosen as
+    :class:`_CompileChoice` describes."""
     losses: list[float] = []
-    expected = min(cap, EXPECTED_STEPS) if early_stopping else cap
-    probe_start = 0.0
+    choice = _CompileChoice(svi, choose_compile) if choose_compile is not None else None
     steps_to_run = 0 if isinstance(svi.guide, AutoLaplaceApproximation) else cap
     explore_cap = max(steps_to_run - min_refine_steps, steps_to_run // 2)
     converged = False
@@ -212,33 +248,24 @@ def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool
     bar = tqdm(total=steps_to_run, disable=not progress_bar, desc="SVI", unit="step", leave=False)
     smoothed = None
     try:
-        def one_step() -> None:
+        def one_step(exploring: bool) -> None:
             nonlocal smoothed
             loss = svi.step(batch)
             losses.append(loss)
             if math.isfinite(loss):
                 smoothed = -loss if smoothed is None else 0.99 * smoothed - 0.01 * loss
             bar.update(1)
-            if len(losses) % 50 == 0 and smoothed is not None:
-                bar.set_postfix(elbo=f"{smoothed:.3f}")
-            if choose_compile is not None:
-                choose()
-
-        def choose() -> None:
-            nonlocal probe_start, choose_compile
             n = len(losses)
-            if n == PROBE_STEPS // 5:  # the first steps warm caches up: time the rest
-                probe_start = time.perf_counter()
-            elif n == PROBE_STEPS:
-                step_s = (time.perf_counter() - probe_start) / (PROBE_STEPS - PROBE_STEPS // 5)
-                if should_compile(step_s, expected - n):
-                    svi.enable_compile()
-                    choose_compile.append(f"compiled after {n} eager steps of {step_s * 1e3:.2f} ms (about "
-                                          f"{expected - n} steps to go)")
-                choose_compile = None
+            if n % 50 == 0 and smoothed is not None:
+                bar.set_postfix(elbo=f"{smoothed:.3f}")
+            if choice is not None and not choice.done:
+                choice.after_step(n)
+                if exploring and (n == PROBE_STEPS[1] or n % RECONSIDER_EVERY == 0):
+                    left = steps_to_run - n  # exact without the stopping rule
+                    choice.consider(n, min(left, max(n, min_refine_steps)) if early_stopping else left)
 
         while len(losses) < explore_cap:
-            one_step()
+            one_step(True)
             if early_stopping and rule(losses):
                 converged = True
                 break
@@ -246,11 +273,13 @@ def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool
         refine = min(max(min_refine_steps, explore // 2), steps_to_run - explore)
         bar.total = explore + refine
         bar.refresh()
+        if choice is not None:
+            choice.consider(explore, refine)
         if refine > 0:
             gamma = final_lr_frac ** (1.0 / refine)
             averaged: IterateAverage | None = None
             for i in range(refine):
-                one_step()
+                one_step(False)
                 for g, base in zip(svi.optim.param_groups, base_lrs, strict=True):
                     g["lr"] = base * gamma ** (i + 1)
                 if averaging and averaged is None:  # the mean of the values after each refine step

@@ -172,11 +172,15 @@ class SVI:
            ``psis_particles=1000`` draws on the full batch.
 
         **Compilation** (``compile=None``, the default, when ``SVI`` was built without
-        ``compile=True``): the first 50 steps run eagerly and steps 10 to 50 are timed;
-        the rest of the fit is compiled (:meth:`enable_compile`) when the time that saves,
+        ``compile=True``): steps start eagerly and are timed; at step 50, every 200 steps
+        of the explore phase, and at the start of the refine phase, the rest of the fit is
+        compiled (:meth:`enable_compile`) once the time that saves,
         ``steps_left * eager_step * 0.6``, exceeds 15 s, the measured cost of a first
-        compilation (``steps_left``: 2,000 minus the steps taken with early stopping, the
-        cap without). ``compile=True`` compiles from the start, ``compile=False`` never.
+        compilation. ``steps_left`` is the refine phase's length at its start; before it,
+        with early stopping, as many steps as taken so far and at least
+        ``min_refine_steps`` (a fit that has run ``n`` steps is expected to run about ``n``
+        more), and without early stopping the steps to the cap. ``compile=True`` compiles
+        from the start, ``compile=False`` never.
 
         Parameters
         ----------
