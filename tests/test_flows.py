@@ -189,3 +189,37 @@ def test_building_a_flow_guide_leaves_torch_validation_on():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "validated", r.stderr[-2000:]
+
+
+def test_call_and_log_det_equals_compose_transforms_own_arithmetic():
+    """One pass through a composition gives exactly ``ComposeTransform``'s value and
+    log-determinant (which re-runs every part): zuko autoregressive transforms (their
+    ``call_and_ladj``), an elementwise affine map of event dim 0 summed into a vector
+    event, a nested composition, BNAF and the empty composition."""
+    from torch.distributions import transforms as T
+
+    from quivers.datasets.real import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y
+    from quivers.guides import AutoBNAFNormal, AutoIAFNormal
+    from quivers.guides.transforms import call_and_log_det
+    from quivers.models import EightSchools
+
+    torch.manual_seed(0)
+    model = EightSchools()
+    batch = model.prepare({"y": torch.tensor(EIGHT_SCHOOLS_Y), "sigma": torch.tensor(EIGHT_SCHOOLS_SIGMA)})
+    for cls in (AutoIAFNormal, AutoBNAFNormal):
+        guide = cls(model)
+        with torch.no_grad():
+            for p in guide.parameters():
+                p.add_(0.1 * torch.randn_like(p))  # away from the identity start
+        flow = guide.get_transform(batch)
+        nested = T.ComposeTransform([T.ComposeTransform([flow, T.AffineTransform(1.0, 2.0, event_dim=1)]),
+                                     T.IndependentTransform(T.AffineTransform(0.5, torch.rand(10) + 0.5), 1)])
+        for t in (flow, nested):
+            x = torch.randn(4, 3, 10)
+            y, ladj = call_and_log_det(t, x)
+            assert torch.equal(y, t(x))
+            torch.testing.assert_close(ladj, t.log_abs_det_jacobian(x, t(x)), rtol=1e-6, atol=1e-6)
+            assert ladj.shape == (4, 3)
+    x = torch.randn(2, 10)
+    y, ladj = call_and_log_det(T.ComposeTransform([]), x)
+    assert torch.equal(y, x) and torch.equal(ladj, torch.zeros(2, 10))

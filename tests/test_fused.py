@@ -219,3 +219,4 @@ def test_fused_steps_follow_a_reloaded_optimizer_state():
     state = optim.state[guide.locs["z"]]
     assert float(state["step"]) == 4.0
     assert not torch.equal(state["exp_avg"], reloaded)
+

@@ -14,7 +14,7 @@ from ..program import MonadicProgram, PreparedBatch
 from .auto import AutoGuide
 from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
-from .transforms import LowerCholeskyAffine
+from .transforms import LowerCholeskyAffine, call_and_log_det
 
 __all__ = ["AutoContinuous"]
 
@@ -239,8 +239,8 @@ class AutoContinuous(AutoGuide):
             transform = ComposeTransform([transform, w])
         base = self.get_base_dist()
         eps = base.rsample(ss)
-        u = transform(eps)
-        return u, base.log_prob(eps) - transform.log_abs_det_jacobian(eps, u)
+        u, log_det = call_and_log_det(transform, eps)
+        return u, base.log_prob(eps) - log_det
 
     def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
         batch = self._prepare(batch)

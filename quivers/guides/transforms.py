@@ -4,8 +4,57 @@ from __future__ import annotations
 
 import torch
 from torch.distributions import Transform, constraints
+from torch.distributions.transforms import ComposeTransform as T_Compose
 
-__all__ = ["LowerCholeskyAffine", "inv_softplus", "is_increasing"]
+__all__ = ["LowerCholeskyAffine", "call_and_log_det", "inv_softplus", "is_increasing"]
+
+
+def call_and_log_det(transform: Transform, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y = transform(x)`` and ``log|det dy/dx|`` in one pass through its parts.
+
+    The value of ``ComposeTransform.log_abs_det_jacobian(x, transform(x))``, with each
+    part's log-determinant summed over the event dims it lacks exactly as
+    ``ComposeTransform`` does, but without re-running the parts: torch's version recomputes
+    every intermediate value (``part(x)``), and a zuko autoregressive transform's
+    log-determinant re-runs its network, so a stack of them evaluated each network three
+    times per draw. Parts that offer zuko's ``call_and_ladj`` use it (one network pass for
+    the value and the log-determinant); others are called, then asked for their
+    log-determinant at the known output.
+
+    Parameters
+    ----------
+    transform : Transform
+        Any ``torch.distributions`` transform (a ``ComposeTransform`` is walked part by
+        part, recursively).
+    x : Tensor
+        Input of shape ``batch_shape + event_shape`` of ``transform.domain``.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        ``y``, and the log-determinant of shape ``batch_shape`` (``x.shape`` less
+        ``transform.domain.event_dim`` dims).
+    """
+    from torch.distributions.utils import _sum_rightmost
+
+    parts = transform.parts if isinstance(transform, T_Compose) else [transform]
+    event_dim = transform.domain.event_dim
+    total: torch.Tensor | None = None
+    for part in parts:
+        if isinstance(part, T_Compose):
+            y, ladj = call_and_log_det(part, x)
+        elif hasattr(part, "call_and_ladj"):
+            y, ladj = part.call_and_ladj(x)
+        else:
+            y = part(x)
+            ladj = part.log_abs_det_jacobian(x, y)
+        ladj = _sum_rightmost(ladj, event_dim - part.domain.event_dim)
+        total = ladj if total is None else total + ladj
+        event_dim += part.codomain.event_dim - part.domain.event_dim
+        x = y
+    if total is None:  # an empty composition is the identity
+        return x, torch.zeros_like(_sum_rightmost(x, transform.domain.event_dim))
+    return x, total
 
 
 def inv_softplus(y: torch.Tensor | float) -> torch.Tensor:
