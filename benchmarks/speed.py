@@ -21,6 +21,7 @@ usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -82,8 +83,8 @@ def run_one(system: str, problem: str, rows: int, warm: int, block: int, cold_ca
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
            "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
-    with tempfile.TemporaryDirectory() as cache:
-        if cold_cache:
+    with tempfile.TemporaryDirectory() if cold_cache else contextlib.nullcontext() as cache:
+        if cache is not None:
             env["TORCHINDUCTOR_CACHE_DIR"] = cache
         r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
                            env=env, timeout=3600)

@@ -20,8 +20,6 @@ __all__ = ["FusedStep", "fusion_blocker"]
 
 # the Adam options the fused update implements (with these values); any other value sends the step
 # back to the optimizer's own code
-# the dtype of Adam's step counter, as torch.optim.Adam chooses it (float64 under a float64 default)
-_STEP_DTYPE = {True: torch.float64, False: torch.float32}
 _ADAM_DEFAULTS = {"amsgrad": False, "maximize": False, "differentiable": False, "decoupled_weight_decay": False}
 
 
@@ -156,8 +154,9 @@ class FusedStep:
                 if not p.requires_grad:
                     continue
                 state = optim.state[p]
-                if not state:  # as torch.optim.Adam initialises it
-                    state["step"] = torch.tensor(0.0, dtype=_STEP_DTYPE[torch.get_default_dtype() == torch.float64])
+                if not state:  # as torch.optim.Adam initialises it (a float64 step under a float64 default)
+                    double = torch.get_default_dtype() == torch.float64
+                    state["step"] = torch.tensor(0.0, dtype=torch.float64 if double else torch.float32)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 names.append(self._named[id(p)])

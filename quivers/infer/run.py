@@ -214,13 +214,16 @@ class _CompileChoice:
         self._mark: tuple[int, float] | None = None
         self._step_s: float | None = None
 
-    def after_step(self, n: int) -> None:
-        """Time the eager steps (call after step ``n``)."""
-        if n in PROBE_STEPS or (n > PROBE_STEPS[1] and n % RECONSIDER_EVERY == 0):
-            now = time.perf_counter()
-            if self._mark is not None:
-                self._step_s = (now - self._mark[1]) / (n - self._mark[0])
-            self._mark = (n, now)
+    def after_step(self, n: int, steps_left: int) -> None:
+        """Time the eager explore steps (call after step ``n``) and, at a decision point,
+        consider compiling for ``steps_left`` more steps."""
+        if n not in PROBE_STEPS and not (n > PROBE_STEPS[1] and n % RECONSIDER_EVERY == 0):
+            return
+        now = time.perf_counter()
+        if self._mark is not None:
+            self._step_s = (now - self._mark[1]) / (n - self._mark[0])
+        self._mark = (n, now)
+        self.consider(n, steps_left)
 
     def consider(self, n: int, steps_left: int) -> None:
         """Compile from the next step if it pays for ``steps_left`` more steps."""
@@ -258,11 +261,9 @@ def _fit(svi: SVI, batch: Mapping[str, Any] | None, cap: int, progress_bar: bool
             n = len(losses)
             if n % 50 == 0 and smoothed is not None:
                 bar.set_postfix(elbo=f"{smoothed:.3f}")
-            if choice is not None and not choice.done:
-                choice.after_step(n)
-                if exploring and (n == PROBE_STEPS[1] or n % RECONSIDER_EVERY == 0):
-                    left = steps_to_run - n  # exact without the stopping rule
-                    choice.consider(n, min(left, max(n, min_refine_steps)) if early_stopping else left)
+            if choice is not None and exploring and not choice.done:
+                left = steps_to_run - n  # exact without the stopping rule
+                choice.after_step(n, min(left, max(n, min_refine_steps)) if early_stopping else left)
 
         while len(losses) < explore_cap:
             one_step(True)
