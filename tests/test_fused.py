@@ -133,7 +133,7 @@ def test_a_nonfinite_fused_step_changes_nothing(policy):
     with torch.no_grad():
         guide.scales_raw["z"].fill_(3.0)  # sd 3: draws overflow exp(1e3 z)
     before = {k: v.clone() for k, v in guide.state_dict().items()}
-    state = {k: v.clone() for k, v in optim.state[guide.locs["z"]].items()}
+    state = {k: v.clone() for k, v in optim.state[guide.locs.flat].items()}
     if policy == "raise":
         with pytest.raises(NonFiniteLossError, match="step 3: .*was not applied"):
             svi.step(y)
@@ -143,7 +143,7 @@ def test_a_nonfinite_fused_step_changes_nothing(policy):
         assert svi.num_skipped_steps == 3
     assert svi._fused.failed is None
     assert all(torch.equal(before[k], v) for k, v in guide.state_dict().items())
-    assert all(torch.equal(state[k], v) for k, v in optim.state[guide.locs["z"]].items())
+    assert all(torch.equal(state[k], v) for k, v in optim.state[guide.locs.flat].items())
 
 
 def test_unfusable_optimizers_keep_their_own_step():
@@ -213,10 +213,10 @@ def test_fused_steps_follow_a_reloaded_optimizer_state():
     for _ in range(2):
         svi.step(y)
     optim.load_state_dict(saved)
-    reloaded = optim.state[guide.locs["z"]]["exp_avg"].clone()
+    reloaded = optim.state[guide.locs.flat]["exp_avg"].clone()
     svi.step(y)
     assert svi._can_fuse()
-    state = optim.state[guide.locs["z"]]
+    state = optim.state[guide.locs.flat]
     assert float(state["step"]) == 4.0
     assert not torch.equal(state["exp_avg"], reloaded)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from ..program import MonadicProgram
 from .auto import AutoGuide
 from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, init_to_median
+from .site_params import SiteParameters
 
 __all__ = ["AutoDeltaGuide", "AutoDelta"]
 
@@ -22,7 +22,9 @@ class AutoDeltaGuide(AutoGuide):
     ``locs[name]``; ``log q = 0``, so the ELBO is the log joint at the point and SVI
     maximises the posterior density in the constrained space (no Jacobian term), as Pyro's
     ``AutoDelta``. Sites in subsampled plates keep full-size parameters; the batch's
-    subsample indices select the slice.
+    subsample indices select the slice. The global sites' points are one flat vector
+    (:class:`~quivers.guides.site_params.SiteParameters`; ``locs[name]`` is a view and
+    ``state_dict()`` holds ``locs.<name>`` per site).
 
     Parameters
     ----------
@@ -41,7 +43,7 @@ class AutoDeltaGuide(AutoGuide):
         init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
         super().__init__(model, observed_names, init_loc_fn)
-        self.locs = nn.ParameterDict({name: nn.Parameter(u) for name, u in self._init_unconstrained().items()})
+        self.locs = SiteParameters(list(self.registry), self._init_unconstrained())
 
     def rsample_and_log_prob_terms(
         self, batch: Batch = None, sample_shape: torch.Size | Sequence[int] = (),

@@ -16,6 +16,7 @@ from .auto import AutoGuide
 from .guide import Batch, LogProbTerms, Sites
 from .initialization import InitFn, check_init_scale, init_to_median
 from .registry import LatentSite
+from .site_params import SiteParameters
 from .transforms import inv_softplus
 
 __all__ = ["AutoNormalGuide", "AutoNormal"]
@@ -32,8 +33,13 @@ class AutoNormalGuide(AutoGuide):
     (Kucukelbir et al. 2017, "Automatic Differentiation Variational Inference"; Pyro's
     ``AutoNormal``). All parameters are built in ``__init__``: ``locs[name]`` and
     ``scales[name]`` (a softplus-parameterised positive scale, so the raw parameter is
-    ``scales_raw[name]``). Sites in subsampled plates keep full-size parameters; the
-    batch's subsample indices select the slice.
+    ``scales_raw[name]``), each of shape ``site.unconstrained_shape``. Sites in
+    subsampled plates keep full-size parameters; the batch's subsample indices select
+    the slice. The other (global) sites' parameters are stored as one flat vector each
+    (:class:`~quivers.guides.site_params.SiteParameters`), so a step draws, transforms
+    and scores them in one operation each and the optimizer updates two tensors, not two
+    per site; ``locs[name]`` is then a view, and ``state_dict()`` still holds one entry
+    per site (``locs.<name>``, ``scales_raw.<name>``).
 
     Parameters
     ----------
@@ -62,12 +68,11 @@ class AutoNormalGuide(AutoGuide):
         init_scale = check_init_scale(init_scale)
         super().__init__(model, observed_names, init_loc_fn)
         self.init_scale = float(init_scale)
-        self.locs = nn.ParameterDict()
-        self.scales_raw = nn.ParameterDict()
         raw = float(inv_softplus(self.init_scale))
-        for name, u in self._init_unconstrained().items():
-            self.locs[name] = nn.Parameter(u)
-            self.scales_raw[name] = nn.Parameter(torch.full_like(u, raw))
+        init = self._init_unconstrained()
+        sites = list(self.registry)
+        self.locs = SiteParameters(sites, init)
+        self.scales_raw = SiteParameters(sites, {n: torch.full_like(u, raw) for n, u in init.items()})
 
     @torch.no_grad()
     def _set_moments(self, loc: torch.Tensor, cov: torch.Tensor) -> None:
@@ -83,8 +88,11 @@ class AutoNormalGuide(AutoGuide):
         """Whitening hook (:class:`~quivers.infer.whitened.WhitenedAdam`): each site's
         ``loc`` moves in units of its marginal sds under ``cov`` (``(D, D)``, packed as
         :class:`LatentRegistry` does)."""
-        sd = self.registry.unpack(cov.diagonal().sqrt())
-        return [(self.locs[name], sd[name].reshape(self.locs[name].shape)) for name in self.locs]
+        sd = {n: v.reshape(self.locs[n].shape) for n, v in self.registry.unpack(cov.diagonal().sqrt()).items()}
+        pairs = [(self.locs.local[n], sd[n]) for n in self.locs.local]
+        if self.locs.flat is not None:
+            pairs.append((self.locs.flat, self.locs.pack(sd)))
+        return pairs
 
     def _loc_scale(self, site: LatentSite, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         loc = self._params_for(site, self.locs[site.name], batch)
@@ -97,27 +105,41 @@ class AutoNormalGuide(AutoGuide):
         batch = self._prepare(batch)
         ss = torch.Size(sample_shape)
         u: Sites = {}
-        log_q: Sites = {}
+        log_q: LogProbTerms = {}
+        flat = self.locs.flat_names if self.locs.flat_applies(batch) else ()
+        if flat:  # the global sites at once: one draw, one log-density
+            loc, scale = self.locs.flat, F.softplus(self.scales_raw.flat)
+            eps = torch.randn(ss + loc.shape, dtype=loc.dtype, device=loc.device)
+            u.update(self.locs.split(loc + scale * eps))
+            log_q[flat] = -0.5 * eps.square().sum(-1) - (scale.log().sum() + loc.numel() * _HALF_LOG_2PI)
         for site in self.registry:
+            if site.name in u:
+                continue
             loc, scale = self._loc_scale(site, batch)
             eps = torch.randn(ss + loc.shape, dtype=loc.dtype, device=loc.device)
             u[site.name] = loc + scale * eps
-            log_q[site.name] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss)
+            log_q[(site.name,)] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss)
         values, log_det = self.registry.constrain(u, batch, ss)
-        return values, {(n,): log_q[n] - log_det[n] for n in values}
+        return values, _minus_log_det(log_q, log_det)
 
     def log_prob_terms(self, batch: Batch, sites: Mapping[str, torch.Tensor]) -> LogProbTerms:
         batch = self._prepare(batch)
         u, log_det = self.registry.unconstrain(sites, batch)
         terms: LogProbTerms = {}
+        flat = self.locs.flat_names if self.locs.flat_applies(batch) else ()
+        if flat:
+            loc, scale = self.locs.flat, F.softplus(self.scales_raw.flat)
+            eps = (self.locs.pack(u) - loc) / scale
+            terms[flat] = -0.5 * eps.square().sum(-1) - (scale.log().sum() + loc.numel() * _HALF_LOG_2PI)
         for site in self.registry:
+            if site.name in flat:
+                continue
             loc, scale = self._loc_scale(site, batch)
             us = u[site.name]
             ss = us.shape[: us.dim() - loc.dim()]
             eps = (us - loc) / scale
-            terms[(site.name,)] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss) \
-                - log_det[site.name]
-        return terms
+            terms[(site.name,)] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss)
+        return _minus_log_det(terms, log_det)
 
     def _unconstrained_quantiles(self, z: torch.Tensor, batch: PreparedBatch) -> dict[str, torch.Tensor]:
         """``loc + scale * z`` per site (the Normal's quantiles)."""
@@ -148,6 +170,18 @@ class AutoNormalGuide(AutoGuide):
         """Positive scales per site (unconstrained space)."""
         batch = self._prepare(batch)
         return {s.name: self._loc_scale(s, batch)[1] for s in self.registry}
+
+
+def _minus_log_det(log_q: LogProbTerms, log_det: Mapping[str, torch.Tensor]) -> LogProbTerms:
+    """``log q(z) = log q(u) - log|det J(u)|`` per term (sites with an identity transform
+    have no ``log_det`` entry)."""
+    out: LogProbTerms = {}
+    for names, lq in log_q.items():
+        for n in names:
+            if n in log_det:
+                lq = lq - log_det[n]
+        out[names] = lq
+    return out
 
 
 AutoNormal = AutoNormalGuide

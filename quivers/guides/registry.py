@@ -25,7 +25,7 @@ from ..errors import GuideError
 from ..program import Evaluator, LatentSiteInfo, MissingValue, MonadicProgram
 from ..program.enumeration import enumerated_names
 from ..program.steps import Latent, Observed, Param
-from ..shapes import fmt_shape, reduce_to_sample
+from ..shapes import fmt_shape, reduce_to_sample, to_trace_layout
 from .site import LatentSite, has_tensor_parameters, tensor_like
 
 __all__ = ["LatentSite", "LatentRegistry"]
@@ -173,7 +173,8 @@ class LatentRegistry:
         values : dict
             Constrained values, shape ``sample_shape + batch_shape + event_shape``.
         log_det : dict
-            ``log|det J|`` of each site's transform at its value, summed to ``sample_shape``.
+            ``log|det J|`` of each site's transform at its value, summed to ``sample_shape``;
+            sites whose transform is the identity (real support) have no entry.
 
         Raises
         ------
@@ -190,9 +191,12 @@ class LatentRegistry:
                 t = self._transform_at(site, ev)
             else:
                 t = site.transform
-            x = t(us)
+            if site.is_real and not site.dynamic:  # the identity: no Jacobian term
+                x = us
+            else:
+                x = t(us)
+                log_det[site.name] = reduce_to_sample(t.log_abs_det_jacobian(us, x), sample_shape)
             values[site.name] = x
-            log_det[site.name] = reduce_to_sample(t.log_abs_det_jacobian(us, x), sample_shape)
             if ev is not None:
                 ev.set(site.name, x)
         return values, log_det
@@ -209,7 +213,7 @@ class LatentRegistry:
             Unconstrained values, shape ``sample_shape + unconstrained_shape``.
         log_det : dict
             ``log|det J|`` of each site's forward transform at ``u``, summed to the
-            site's ``sample_shape``.
+            site's ``sample_shape``; sites whose transform is the identity have no entry.
 
         Raises
         ------
@@ -220,13 +224,29 @@ class LatentRegistry:
         log_det: dict[str, torch.Tensor] = {}
         ev = Evaluator(self.model, batch, x) if self.has_dynamic else None
         for site in self._sites.values():
-            xs = x[site.name]
+            xs = self._trace_layout(site, x[site.name])
+            if site.is_real and not site.dynamic:  # the identity: no Jacobian term
+                u[site.name] = xs
+                continue
             t = self._transform_at(site, ev) if site.dynamic else site.transform
             us = t.inv(xs)
             u[site.name] = us
             ss = xs.shape[: xs.dim() - len(site.shape)]
             log_det[site.name] = reduce_to_sample(t.log_abs_det_jacobian(us, xs), ss)
         return u, log_det
+
+    def _trace_layout(self, site: LatentSite, x: torch.Tensor) -> torch.Tensor:
+        """A value in the site's own layout (as :meth:`~quivers.guides.Guide.sample_posterior`
+        and ``Predictive`` return it) put in trace layout; a trace-layout value unchanged.
+        The two differ by the size-1 dims of the plates the site is not in, which a
+        trace-layout value has right after its sample shape."""
+        depth = self.model.site_depth(site.name)
+        pad = self.model.batch_ndim - depth
+        k = len(site.shape)
+        padded = x.dim() >= k and all(s == 1 for s in x.shape[x.dim() - k: x.dim() - k + pad])
+        if pad <= 0 or padded or x.dim() < k - pad:
+            return x
+        return to_trace_layout(x, x.dim() - (k - pad), self.model.batch_ndim, depth)
 
     def _transform_at(self, site: LatentSite, ev: Evaluator) -> Transform:
         """``biject_to`` of a dynamic site's support at the evaluator's upstream values."""

@@ -114,7 +114,8 @@ class _Tracer:
     # ------------------------------------------------------------------ helpers
     def reduce(self, step: Step, lp: torch.Tensor, sample_shape: torch.Size, scale: float) -> torch.Tensor:
         """A site's log-density term as recorded: summed to ``sample_shape`` and scaled."""
-        return reduce_to_sample(lp, sample_shape) * scale
+        lp = reduce_to_sample(lp, sample_shape)
+        return lp if scale == 1.0 else lp * scale
 
     def gather(self, step: Step, env: Mapping[str, Any]) -> dict[str, Any]:
         program, batch = self.program, self.run_state.batch
