@@ -9,7 +9,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e .[dev,docs]
+	$(PIP) install -e .[dev,docs,mcmc]
 	touch $@
 
 install: $(VENV)/.installed

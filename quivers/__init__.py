@@ -20,6 +20,7 @@ from .program import (
     Site,
     Trace,
     config_enumerate,
+    render_model,
     vindex,
 )
 from .validation import enable_validation, is_validation_enabled, validation_enabled
@@ -27,5 +28,5 @@ from .validation import enable_validation, is_validation_enabled, validation_ena
 __all__ = [
     "__version__", "errors", "constraints", "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic",
     "Factor", "Param", "ImproperUniform", "Trace", "Site", "Markov", "vindex", "config_enumerate", "enable_validation",
-    "is_validation_enabled", "validation_enabled",
+    "is_validation_enabled", "validation_enabled", "render_model",
 ]

@@ -4,6 +4,7 @@ main job's accuracy on eight schools against posteriordb's reference draws."""
 import csv
 import json
 import pathlib
+import shutil
 
 import pytest
 import torch
@@ -93,6 +94,9 @@ def test_every_config_fits(tmp_path, config, capsys):
     assert "Posterior summary" in capsys.readouterr().out
     run = sorted(tmp_path.glob("*/version_*"))[-1]
     assert (run / "posterior_summary.csv").exists()
+    # the model's graph: model.svg, or its Graphviz source where the dot program is missing
+    graph = run / "model.svg" if shutil.which("dot") else run / "model.dot"
+    assert graph.exists() and "digraph" in graph.read_text()
 
 
 def test_predict_on_a_minibatched_data_module_gathers_every_row(tmp_path, capsys):

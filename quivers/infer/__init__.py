@@ -5,7 +5,8 @@ from .compiled import CompiledObjective
 from .discrete import infer_discrete
 from .elbo import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from .fused import FusedStep
-from .inference_data import to_inference_data
+from .inference_data import draws_inference_data, to_inference_data
+from .mcmc import MCMC, NUTS
 from .predictive import Predictive
 from .psis import PSISDiagnostic, psis_diagnostic
 from .renyi import RenyiELBO
@@ -19,4 +20,4 @@ from .whitened import WhitenedAdam
 __all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO", "TraceTailAdaptive_ELBO", "TraceEnum_ELBO",
            "TraceGraph_ELBO", "SVI", "SVIRunResult", "FusedStep", "IterateAverage",
            "PlateauRule", "Predictive", "CompiledObjective", "psis_diagnostic", "PSISDiagnostic", "WhitenedAdam",
-           "to_inference_data", "infer_discrete"]
+           "to_inference_data", "draws_inference_data", "infer_discrete", "NUTS", "MCMC"]

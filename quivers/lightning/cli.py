@@ -39,6 +39,7 @@ from lightning.pytorch.cli import LightningCLI
 from ..datasets.base import TensorDataModule
 from ..errors import CheckpointError, QuiversError
 from ..infer.inference_data import to_inference_data
+from ..program.render import render_model, save_graph
 from ..trust import SpecPolicy
 from .checkpoint import check_version, read_checkpoint
 from .module import SVIModule, check_specs
@@ -170,12 +171,13 @@ class QuiversCLI(LightningCLI):
         rows = posterior_summary(module.model, module.guide, idata=idata)
         paths = write_summary(rows, run)
         png = plot_summary(rows, run / "posterior.png", run / "metrics.csv")
+        graph = save_graph(render_model(module.model), run / "model.svg")  # model.dot without Graphviz's dot
         attrs = idata.sample_stats.attrs
         print(f"\nPosterior summary ({n} draws from the guide; ArviZ)")
         print(format_summary(rows))
         print(f"\nPSIS k-hat {attrs['psis_k_hat']:.3f} from {n} draws (ESS {attrs['psis_ess']:.0f}): "
               f"{attrs['psis_reading']}")
-        print("\nwritten: " + ", ".join(str(p) for p in [*paths, png]))
+        print("\nwritten: " + ", ".join(str(p) for p in [*paths, png, graph]))
 
     def after_predict(self) -> None:
         run = self._run_dir()  # a collective under DDP: every rank asks

@@ -8,6 +8,7 @@ from .indexing import vindex
 from .markov import Markov, MarkovChain
 from .plate import Plate
 from .program import MonadicProgram
+from .render import render_model, save_graph
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
 
@@ -15,4 +16,5 @@ __all__ = [
     "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic", "Factor", "Param", "Step",
     "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch", "Evaluator", "MissingValue",
     "subsample_indices", "subsample_scale", "Markov", "MarkovChain", "vindex", "config_enumerate",
+    "render_model", "save_graph",
 ]

@@ -60,6 +60,9 @@ class MonadicProgram(Recordable, nn.Module):
     ...         )
     """
 
+    #: per-site ``(mask buffer, scale)`` set by :meth:`mask` / :meth:`scale` (none here)
+    _weights: dict[str, tuple[str | None, str | float | None]] = {}
+
     def __init__(self) -> None:
         super().__init__()
         self._steps: OrderedDict[str, Step | Param] = OrderedDict()
@@ -116,6 +119,104 @@ class MonadicProgram(Recordable, nn.Module):
                 self._depths[step.unobserved_name] = self._depths[step.name]
                 self.register_buffer(f"_obs_mask_{step.name}", step.obs_mask, persistent=False)
         return self
+
+    # ------------------------------------------------------------------ surgery
+    def condition(self, values: Mapping[str, Any]) -> MonadicProgram:
+        """A new program in which the latent sites of ``values`` are observed at those
+        values (Pyro's ``poutine.condition``, NumPyro's ``handlers.condition``).
+
+        The new program shares this one's parameters and submodules. Its guides leave
+        the conditioned sites out, and its batches need not (and must not) carry them.
+        To condition on values that change from batch to batch, pass them in the batch
+        instead (a latent site's name in a batch conditions it, see :meth:`prepare`).
+
+        Parameters
+        ----------
+        values : mapping of str to tensor
+            Site name -> value, in the site's own layout (as ``sample_posterior`` returns
+            a draw) or trace layout, full size along subsampled plates (the batch's
+            indices select the rows), without sample dims.
+
+        Returns
+        -------
+        MonadicProgram
+            A :class:`~quivers.program.surgery.DerivedProgram`.
+
+        Raises
+        ------
+        ModelSpecError
+            If a name is not a latent site (or is a Markov chain site), or a value is not
+            a real tensor.
+        """
+        from .surgery import derive
+        return derive(self, condition=values)
+
+    def do(self, values: Mapping[str, Any]) -> MonadicProgram:
+        """A new program in which each site of ``values`` is fixed at that value and its
+        log-density dropped: an intervention (Pyro's ``poutine.do``; Pearl's do-operator).
+
+        The site becomes a deterministic step: downstream sites see the value, and
+        nothing upstream is informed by it (unlike :meth:`condition`). The new program
+        shares this one's parameters and submodules.
+
+        Parameters
+        ----------
+        values : mapping of str to tensor
+            Latent or observed site name -> value, shaped as the step functions that read
+            it expect (the site's own layout), without sample dims.
+
+        Raises
+        ------
+        ModelSpecError
+            If a name is not a latent or observed site, or a value is not a real tensor.
+        """
+        from .surgery import derive
+        return derive(self, do=values)
+
+    def mask(self, site: str, mask: Any) -> MonadicProgram:
+        """A new program in which ``site``'s log-density counts only where ``mask`` is
+        ``True`` (Pyro's ``poutine.mask``): entries where it is ``False`` contribute 0 to
+        the log joint, also where their log-density is ``-inf`` or NaN. With validation
+        on, observed data outside the support is rejected whether masked or not (as in
+        Pyro); guides still sample a masked latent site.
+
+        Parameters
+        ----------
+        site : str
+            A latent, observed or factor site.
+        mask : bool tensor
+            Right-aligned with the site's batch dims: along each of the site's plates'
+            dims it has the plate's size or 1, and 1 along other dims (a ``bool`` scalar
+            masks the whole site). The batch's subsample indices select its rows.
+
+        Raises
+        ------
+        ModelSpecError
+            If ``site`` is not a latent, observed or factor site, the mask is not a bool
+            tensor, or its shape does not fit the site's plates.
+        """
+        from .surgery import derive
+        return derive(self, mask={site: mask})
+
+    def scale(self, site: str, factor: Any) -> MonadicProgram:
+        """A new program in which ``site``'s log-density is multiplied by ``factor``
+        (Pyro's ``poutine.scale``), on top of any subsampling scale.
+
+        Parameters
+        ----------
+        site : str
+            A latent, observed or factor site.
+        factor : float or tensor
+            Finite and >= 0; a tensor is shaped as for :meth:`mask`.
+
+        Raises
+        ------
+        ModelSpecError
+            If ``site`` is not a latent, observed or factor site, or the factor is not
+            finite and >= 0 or does not fit the site's plates.
+        """
+        from .surgery import derive
+        return derive(self, scale={site: factor})
 
     # ------------------------------------------------------------------ introspection
     @property

@@ -22,6 +22,7 @@ from .batch import sliced_mask
 from .plate import Plate
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
+from .weights import site_weight
 
 if TYPE_CHECKING:
     from .program import MonadicProgram
@@ -114,6 +115,8 @@ class _Tracer:
     # ------------------------------------------------------------------ helpers
     def reduce(self, step: Step, lp: torch.Tensor, sample_shape: torch.Size, scale: float) -> torch.Tensor:
         """A site's log-density term as recorded: summed to ``sample_shape`` and scaled."""
+        if self.program._weights and step.name in self.program._weights:
+            lp = site_weight(self.program, step, lp, self.run_state.batch)
         lp = reduce_to_sample(lp, sample_shape)
         return lp if scale == 1.0 else lp * scale
 
