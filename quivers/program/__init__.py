@@ -9,6 +9,7 @@ from .markov import Markov, MarkovChain
 from .plate import Plate
 from .program import MonadicProgram
 from .render import render_model, save_graph
+from .reparam import LocScaleReparam, Reparam, TransformReparam
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
 
@@ -16,5 +17,5 @@ __all__ = [
     "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic", "Factor", "Param", "Step",
     "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch", "Evaluator", "MissingValue",
     "subsample_indices", "subsample_scale", "Markov", "MarkovChain", "vindex", "config_enumerate",
-    "render_model", "save_graph",
+    "render_model", "save_graph", "Reparam", "LocScaleReparam", "TransformReparam",
 ]

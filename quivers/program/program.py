@@ -218,6 +218,27 @@ class MonadicProgram(Recordable, nn.Module):
         from .surgery import derive
         return derive(self, scale={site: factor})
 
+    def reparam(self, config: Mapping[str, Any]) -> MonadicProgram:
+        """A new program in which each named latent site is rewritten by a
+        reparameteriser (Pyro's ``poutine.reparam``): auxiliary latent sites that guides
+        approximate, and the site itself as a deterministic step of them, with the same
+        distribution.
+
+        Parameters
+        ----------
+        config : mapping of str to Reparam
+            Site name -> :class:`~quivers.program.reparam.LocScaleReparam`,
+            :class:`~quivers.program.reparam.TransformReparam`, ...
+
+        Raises
+        ------
+        ModelSpecError
+            If a name is not a latent site, or is marked for enumeration, or a value is
+            not a ``Reparam``, or as the reparameteriser raises.
+        """
+        from .surgery import derive
+        return derive(self, reparam=config)
+
     # ------------------------------------------------------------------ introspection
     @property
     def steps(self) -> tuple[Step | Param, ...]:

@@ -9,7 +9,9 @@ the other) and has its own copy of the step list, with the named sites changed:
 - ``do(values)``: each site's value is fixed and its density dropped (an intervention:
   the site becomes a deterministic step, so nothing upstream learns from it);
 - ``mask(site, mask)``: the site's log-density counts only where ``mask`` is ``True``;
-- ``scale(site, factor)``: the site's log-density is multiplied by ``factor``.
+- ``scale(site, factor)``: the site's log-density is multiplied by ``factor``;
+- ``reparam(config)``: each named latent site is rewritten by a reparameteriser
+  (:mod:`quivers.program.reparam`).
 
 Every surgery is checked when it is made (the site exists and has the right kind, the
 value or tensor fits the site's plates) and raises before anything is built.
@@ -21,12 +23,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..errors import BatchError, ModelSpecError
 from ..shapes import fmt_shape
 from .batch import PreparedBatch
 from .markov import Markov
 from .program import MonadicProgram
+from .reparam import Reparam
 from .steps import Deterministic, Latent, Observed, Param, Step
 
 __all__ = ["DerivedProgram", "derive"]
@@ -45,7 +49,7 @@ class _Fixed:
 
 def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = None,
            do: Mapping[str, Any] | None = None, mask: Mapping[str, Any] | None = None,
-           scale: Mapping[str, Any] | None = None) -> DerivedProgram:
+           scale: Mapping[str, Any] | None = None, reparam: Mapping[str, Reparam] | None = None) -> DerivedProgram:
     """The program with the given surgeries applied (see the module docstring).
 
     Raises
@@ -53,9 +57,10 @@ def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = Non
     ModelSpecError
         On an unknown site, a site of the wrong kind (``condition`` takes latent sites;
         ``do`` latent or observed sites; ``mask`` and ``scale`` latent, observed or
-        factor sites), a value that is not a real tensor, a mask that is not boolean, a
-        scale that is not finite and >= 0, or a tensor whose shape does not fit the
-        site's plates; before anything is built.
+        factor sites; ``reparam`` latent sites not marked for enumeration), a value that
+        is not a real tensor, a mask that is not boolean, a scale that is not finite and
+        >= 0, a tensor whose shape does not fit the site's plates, or a reparameteriser
+        that is not a :class:`~quivers.program.reparam.Reparam`; before anything is built.
     """
     fixed = dict(getattr(program, "_fixed_values", {}))
     dos = dict(getattr(program, "_do_values", {}))
@@ -77,8 +82,19 @@ def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = Non
             if old is not None:  # applied twice: the masks intersect, the scales multiply
                 t = (old & t) if what == "mask" else old * t
             weights[name][what] = t
-    steps = [replaced.get(s.name, s) for s in program._steps.values()]
-    return DerivedProgram(getattr(program, "root", program), steps, fixed, dos, weights)
+    expanded: dict[str, list[Step | Param]] = {}
+    for name, r in (reparam or {}).items():
+        step = _site(program, name, "reparam", (Latent,))
+        if not isinstance(r, Reparam):
+            raise ModelSpecError(f"reparam: site {name!r}: expected a Reparam (LocScaleReparam, TransformReparam, "
+                                 f"...), got {type(r).__name__}")
+        if getattr(step, "enumerate", None) is not None:
+            raise ModelSpecError(f"reparam: site {name!r} is marked for enumeration, which sums it out exactly")
+        expanded[name] = r.apply(program, step)
+    steps: list[Step | Param] = []
+    for s in program._steps.values():
+        steps.extend(expanded.get(s.name) or [replaced.get(s.name, s)])
+    return DerivedProgram(program, steps, fixed, dos, weights)
 
 
 class DerivedProgram(MonadicProgram):
@@ -91,13 +107,14 @@ class DerivedProgram(MonadicProgram):
     ----------
     root : MonadicProgram
         The program the surgeries started from; its parameters and submodules are this
-        program's (shared, not copied).
+        program's (shared, not copied), as are those of the program this one was made
+        from.
     """
 
-    def __init__(self, root: MonadicProgram, steps: list[Step | Param], fixed: Mapping[str, torch.Tensor],
+    def __init__(self, source: MonadicProgram, steps: list[Step | Param], fixed: Mapping[str, torch.Tensor],
                  do: Mapping[str, torch.Tensor], weights: Mapping[str, Mapping[str, Any]]) -> None:
         super().__init__()
-        self.root = root
+        self.root = getattr(source, "root", source)
         self._do_values = dict(do)
         built = []
         for s in steps:
@@ -106,8 +123,10 @@ class DerivedProgram(MonadicProgram):
                 s = Deterministic(s.name, _Fixed(self, f"_do_{s.name}"))
             built.append(s)
         self.declare(*built)
-        self._params = root._params  # shared: training the derived program trains the root's parameters
-        self._param_specs = root._param_specs
+        # the source's parameters are shared (training this program trains them); params
+        # new here (a learned centeredness) are this program's own
+        self._params = nn.ParameterDict({n: source._params[n] if n in source._params else p
+                                         for n, p in self._params.items()})
         self._fixed_values: dict[str, torch.Tensor] = {}
         for name, v in fixed.items():
             self.register_buffer(f"_condition_{name}", v)
