@@ -17,6 +17,7 @@ from .program import (
     Observed,
     Param,
     Plate,
+    ProjectedNormal,
     Site,
     Trace,
     config_enumerate,
@@ -28,5 +29,5 @@ from .validation import enable_validation, is_validation_enabled, validation_ena
 __all__ = [
     "__version__", "errors", "constraints", "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic",
     "Factor", "Param", "ImproperUniform", "Trace", "Site", "Markov", "vindex", "config_enumerate", "enable_validation",
-    "is_validation_enabled", "validation_enabled", "render_model",
+    "is_validation_enabled", "validation_enabled", "render_model", "ProjectedNormal",
 ]

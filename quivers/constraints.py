@@ -3,6 +3,9 @@
 * ``ordered_vector`` (Stan's ``ordered``; Pyro's ``constraints.ordered_vector``): real
   vectors with strictly increasing entries; ``biject_to`` and ``transform_to`` give
   :class:`OrderedTransform`.
+* ``sphere`` (Pyro's ``constraints.sphere``): unit-norm real vectors (last dimension).
+  It has no ``biject_to``: sites on it are guided through
+  :class:`~quivers.program.reparam.ProjectedNormalReparam`.
 * ``biject_to(constraints.lower_cholesky)``: :class:`VectorToLowerCholeskyTransform`.
 * ``biject_to(constraints.positive_definite)``: :class:`VectorToPositiveDefiniteTransform`.
 
@@ -22,6 +25,7 @@ from torch.distributions import Transform, biject_to, constraints, transform_to
 
 __all__ = [
     "ordered_vector",
+    "sphere",
     "OrderedTransform",
     "VectorToLowerCholeskyTransform",
     "VectorToPositiveDefiniteTransform",
@@ -42,6 +46,23 @@ class _OrderedVector(constraints.Constraint):
 
 
 ordered_vector = _OrderedVector()
+
+
+class _Sphere(constraints.Constraint):
+    """Real vectors (last dimension) of Euclidean norm 1, to a relative tolerance of
+    ``sqrt(eps)`` of their dtype."""
+
+    event_dim = 1
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        tol = torch.finfo(value.dtype).eps ** 0.5 if value.is_floating_point() else 1e-6
+        return (value.norm(dim=-1) - 1).abs() <= tol * 10
+
+    def __repr__(self) -> str:
+        return "Sphere()"
+
+
+sphere = _Sphere()
 
 
 class OrderedTransform(Transform):

@@ -95,7 +95,8 @@ class LatentRegistry:
                 if strict:
                     raise GuideError(
                         f"latent site {info.name!r}: support {info.support} has no biject_to transform; "
-                        "reparameterise the site (for example a Cholesky factor instead of a covariance)"
+                        "reparameterise the site (model.reparam with ProjectedNormalReparam for a ProjectedNormal on "
+                        "the sphere; a Cholesky factor instead of a covariance)"
                     ) from e
             else:
                 ushape = torch.Size(t.inverse_shape(info.shape))

@@ -8,8 +8,9 @@ from .indexing import vindex
 from .markov import Markov, MarkovChain
 from .plate import Plate
 from .program import MonadicProgram
+from .projected import ProjectedNormal
 from .render import render_model, save_graph
-from .reparam import LocScaleReparam, Reparam, TransformReparam
+from .reparam import LocScaleReparam, ProjectedNormalReparam, Reparam, TransformReparam
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
 
@@ -18,4 +19,5 @@ __all__ = [
     "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch", "Evaluator", "MissingValue",
     "subsample_indices", "subsample_scale", "Markov", "MarkovChain", "vindex", "config_enumerate",
     "render_model", "save_graph", "Reparam", "LocScaleReparam", "TransformReparam",
+    "ProjectedNormalReparam", "ProjectedNormal",
 ]

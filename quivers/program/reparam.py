@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Independent, TransformedDistribution, constraints
+from torch.distributions import Distribution, Independent, Normal, TransformedDistribution, constraints
 
 from ..errors import ModelSpecError
+from .projected import ProjectedNormal
 from .steps import Deterministic, Latent, Param, Step
 
-__all__ = ["Reparam", "LocScaleReparam", "TransformReparam"]
+__all__ = ["Reparam", "LocScaleReparam", "TransformReparam", "ProjectedNormalReparam"]
 
 
 class Reparam:
@@ -179,3 +180,36 @@ class TransformReparam(Reparam):
 
         return [Latent(base_name, _step_fn(base, step.deps, step.defaults), plate=step.plates),
                 Deterministic(name, _step_fn(value, (base_name, *step.deps), step.defaults), plate=step.plates)]
+
+
+class ProjectedNormalReparam(Reparam):
+    """A :class:`~quivers.program.ProjectedNormal` site (on the unit sphere, which has no
+    ``biject_to``) drawn as its normal vector (Pyro's and NumPyro's
+    ``ProjectedNormalReparam``): ``x ~ ProjectedNormal(c)`` becomes
+    ``x_normal ~ Normal(c, I)`` (event dim 1) and ``x = x_normal / |x_normal|``, so
+    automatic guides approximate ``x_normal`` in ``R^D``.
+
+    Raises
+    ------
+    ModelSpecError
+        When the model runs, if the site's prior is not a ``ProjectedNormal`` (possibly
+        inside ``Independent``).
+    """
+
+    def apply(self, program: Any, step: Latent) -> list[Step | Param]:
+        name, fn = step.name, step.fn
+        zname = f"{name}_normal"
+
+        def normal(**kw: Any) -> Distribution:
+            d, n = _unwrap(fn(**kw))
+            if not isinstance(d, ProjectedNormal):
+                raise ModelSpecError(f"ProjectedNormalReparam: site {name!r} has a {type(d).__name__} prior, not a "
+                                     "ProjectedNormal")
+            return _wrap(Independent(Normal(d.concentration, torch.ones_like(d.concentration)), 1), n)
+
+        def value(**kw: Any) -> torch.Tensor:
+            z = kw[zname]
+            return z / z.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+
+        return [Latent(zname, _step_fn(normal, step.deps, step.defaults), plate=step.plates),
+                Deterministic(name, _step_fn(value, (zname,), {}), plate=step.plates)]
