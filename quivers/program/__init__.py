@@ -10,7 +10,7 @@ from .plate import Plate
 from .program import MonadicProgram
 from .projected import ProjectedNormal
 from .render import render_model, save_graph
-from .reparam import LocScaleReparam, ProjectedNormalReparam, Reparam, TransformReparam
+from .reparam import JointReparam, LocScaleReparam, ProjectedNormalReparam, Reparam, TransformReparam
 from .steps import Deterministic, Factor, Latent, Observed, Param, Step
 from .trace import Site, Trace
 
@@ -18,6 +18,6 @@ __all__ = [
     "MonadicProgram", "Plate", "Latent", "Observed", "Deterministic", "Factor", "Param", "Step",
     "ImproperUniform", "Trace", "Site", "LatentSiteInfo", "PreparedBatch", "Evaluator", "MissingValue",
     "subsample_indices", "subsample_scale", "Markov", "MarkovChain", "vindex", "config_enumerate",
-    "render_model", "save_graph", "Reparam", "LocScaleReparam", "TransformReparam",
+    "render_model", "save_graph", "Reparam", "JointReparam", "LocScaleReparam", "TransformReparam",
     "ProjectedNormalReparam", "ProjectedNormal",
 ]

@@ -218,7 +218,7 @@ class MonadicProgram(Recordable, nn.Module):
         from .surgery import derive
         return derive(self, scale={site: factor})
 
-    def reparam(self, config: Mapping[str, Any]) -> MonadicProgram:
+    def reparam(self, config: Mapping[str, Any] | Any) -> MonadicProgram:
         """A new program in which each named latent site is rewritten by a
         reparameteriser (Pyro's ``poutine.reparam``): auxiliary latent sites that guides
         approximate, and the site itself as a deterministic step of them, with the same
@@ -226,9 +226,11 @@ class MonadicProgram(Recordable, nn.Module):
 
         Parameters
         ----------
-        config : mapping of str to Reparam
+        config : mapping of str to Reparam, or JointReparam
             Site name -> :class:`~quivers.program.reparam.LocScaleReparam`,
-            :class:`~quivers.program.reparam.TransformReparam`, ...
+            :class:`~quivers.program.reparam.TransformReparam`, ...; or one
+            :class:`~quivers.program.reparam.JointReparam` for several sites at once
+            (:class:`~quivers.infer.NeuTraReparam`).
 
         Raises
         ------

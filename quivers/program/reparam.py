@@ -20,7 +20,7 @@ from ..errors import ModelSpecError
 from .projected import ProjectedNormal
 from .steps import Deterministic, Latent, Param, Step
 
-__all__ = ["Reparam", "LocScaleReparam", "TransformReparam", "ProjectedNormalReparam"]
+__all__ = ["Reparam", "JointReparam", "LocScaleReparam", "TransformReparam", "ProjectedNormalReparam"]
 
 
 class Reparam:
@@ -38,7 +38,23 @@ class Reparam:
         raise NotImplementedError
 
 
-def _step_fn(fn: Callable[..., Any], names: tuple[str, ...], defaults: dict[str, Any]) -> Callable[..., Any]:
+class JointReparam:
+    """Base of reparameterisers that rewrite several sites at once (``NeuTraReparam``):
+    :meth:`rewrite` turns the program's whole step list into the new one. Applied with
+    ``model.reparam(joint)``."""
+
+    def rewrite(self, program: Any, steps: list[Step | Param]) -> list[Step | Param]:
+        """The new step list of ``program`` (whose current steps are ``steps``).
+
+        Raises
+        ------
+        ModelSpecError
+            If the reparameteriser does not apply to the program.
+        """
+        raise NotImplementedError
+
+
+def step_fn(fn: Callable[..., Any], names: tuple[str, ...], defaults: dict[str, Any]) -> Callable[..., Any]:
     """``fn`` with a signature naming ``names`` (keyword-only), as step functions name
     their dependencies."""
     params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
@@ -136,8 +152,8 @@ class LocScaleReparam(Reparam):
             _, _, loc, scale, c = parts(kw)
             return loc + scale ** (1 - c) * (x - c * loc)
 
-        out.append(Latent(dec, _step_fn(decentered, deps, step.defaults), plate=step.plates))
-        out.append(Deterministic(name, _step_fn(value, (dec, *deps), step.defaults), plate=step.plates))
+        out.append(Latent(dec, step_fn(decentered, deps, step.defaults), plate=step.plates))
+        out.append(Deterministic(name, step_fn(value, (dec, *deps), step.defaults), plate=step.plates))
         return out
 
 
@@ -178,8 +194,8 @@ class TransformReparam(Reparam):
                 x = t(x)
             return x
 
-        return [Latent(base_name, _step_fn(base, step.deps, step.defaults), plate=step.plates),
-                Deterministic(name, _step_fn(value, (base_name, *step.deps), step.defaults), plate=step.plates)]
+        return [Latent(base_name, step_fn(base, step.deps, step.defaults), plate=step.plates),
+                Deterministic(name, step_fn(value, (base_name, *step.deps), step.defaults), plate=step.plates)]
 
 
 class ProjectedNormalReparam(Reparam):
@@ -211,5 +227,5 @@ class ProjectedNormalReparam(Reparam):
             z = kw[zname]
             return z / z.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
 
-        return [Latent(zname, _step_fn(normal, step.deps, step.defaults), plate=step.plates),
-                Deterministic(name, _step_fn(value, (zname,), {}), plate=step.plates)]
+        return [Latent(zname, step_fn(normal, step.deps, step.defaults), plate=step.plates),
+                Deterministic(name, step_fn(value, (zname,), {}), plate=step.plates)]

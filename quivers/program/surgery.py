@@ -30,7 +30,7 @@ from ..shapes import fmt_shape
 from .batch import PreparedBatch
 from .markov import Markov
 from .program import MonadicProgram
-from .reparam import Reparam
+from .reparam import JointReparam, Reparam
 from .steps import Deterministic, Latent, Observed, Param, Step
 
 __all__ = ["DerivedProgram", "derive"]
@@ -49,7 +49,8 @@ class _Fixed:
 
 def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = None,
            do: Mapping[str, Any] | None = None, mask: Mapping[str, Any] | None = None,
-           scale: Mapping[str, Any] | None = None, reparam: Mapping[str, Reparam] | None = None) -> DerivedProgram:
+           scale: Mapping[str, Any] | None = None, reparam: Mapping[str, Reparam] | JointReparam | None = None,
+           ) -> DerivedProgram:
     """The program with the given surgeries applied (see the module docstring).
 
     Raises
@@ -82,8 +83,9 @@ def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = Non
             if old is not None:  # applied twice: the masks intersect, the scales multiply
                 t = (old & t) if what == "mask" else old * t
             weights[name][what] = t
+    joint = reparam if isinstance(reparam, JointReparam) else None
     expanded: dict[str, list[Step | Param]] = {}
-    for name, r in (reparam or {}).items():
+    for name, r in ({} if joint is not None else reparam or {}).items():
         step = _site(program, name, "reparam", (Latent,))
         if not isinstance(r, Reparam):
             raise ModelSpecError(f"reparam: site {name!r}: expected a Reparam (LocScaleReparam, TransformReparam, "
@@ -94,6 +96,8 @@ def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = Non
     steps: list[Step | Param] = []
     for s in program._steps.values():
         steps.extend(expanded.get(s.name) or [replaced.get(s.name, s)])
+    if joint is not None:
+        steps = joint.rewrite(program, steps)
     return DerivedProgram(program, steps, fixed, dos, weights)
 
 
