@@ -49,9 +49,10 @@ from quivers.guides import (
     Guide,
     init_to_value,
 )
-from quivers.infer import SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
+from quivers.infer import NUTS, SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 from quivers.lightning import SVIModule
 from quivers.models import EightSchools
+from quivers.program import LocScaleReparam
 from quivers.spec import SpecError
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -229,6 +230,37 @@ def discrete_latent(ctx: Context) -> Attempt:
 def no_latent_sites(ctx: Context) -> Attempt:
     model = program(lambda: [Observed("y", normal)])()
     return Attempt(lambda: AutoNormalGuide(model), snapshot(model))
+
+
+@case("declaration", "`model.mask(\"y\", mask)` with a float mask", ModelSpecError, "mask must be a bool tensor")
+def mask_not_bool(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: model.mask("y", torch.ones(8)), snapshot(model))
+
+
+@case("declaration", "`model.condition({\"y\": ...})` on an observed site", ModelSpecError,
+      "condition takes latent sites")
+def condition_observed_site(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: model.condition({"y": torch.zeros(8)}), snapshot(model))
+
+
+@case("declaration", "`model.scale(\"y\", -1.0)`", ModelSpecError, "finite and >= 0")
+def negative_scale(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: model.scale("y", -1.0), snapshot(model))
+
+
+@case("declaration", "`LocScaleReparam(centered=1.5)`", ModelSpecError,
+      r"centered must be None or a number in \[0, 1\]")
+def centeredness_out_of_range(ctx: Context) -> Attempt:
+    return Attempt(lambda: LocScaleReparam(centered=1.5))
+
+
+@case("training", "`NUTS(model, target_accept_prob=1.5)`", ConfigError, r"target_accept_prob must lie in \(0, 1\)")
+def nuts_accept_prob(ctx: Context) -> Attempt:
+    model = EightSchools()
+    return Attempt(lambda: NUTS(model, target_accept_prob=1.5), snapshot(model))
 
 
 @case("declaration", "`Plate(size=3, subsample_size=5)`", ModelSpecError, "subsample_size")
