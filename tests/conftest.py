@@ -14,3 +14,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core (make test run
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def float64():
+    """Run the test with float64 as torch's default dtype (restored afterwards)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -71,3 +71,13 @@ class LocalNormal(MonadicProgram):
     def posterior(self, y):
         v = 1 / (1 / self.s0**2 + 1 / self.s**2)
         return y * v / self.s**2, math.sqrt(v)
+
+
+def perturbed(guide, scale: float = 0.2, seed: int = 0):
+    """``guide`` with every parameter moved by ``scale`` times standard Normal noise (a
+    generic point, not the initial one), in place; returns it."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return guide

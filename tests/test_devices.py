@@ -167,3 +167,35 @@ class _DiagonalMixture(quivers.MonadicProgram):
             quivers.Observed("x", lambda c, locs, scale: dist.Independent(
                 dist.Normal(quivers.vindex(locs, c, 1), scale.unsqueeze(-1)), 1), plate=data),
         )
+
+
+@pytest.mark.parametrize("surgery", ["condition", "do", "mask_scale", "loc_scale", "transform"])
+def test_derived_programs_on_meta(surgery, no_validation):
+    """Surgery and reparameterisers: made on a model already on meta, their values, masks,
+    scales and new parameters follow it; made on the CPU and moved, a step's every tensor
+    stays on meta."""
+    from quivers.program import LocScaleReparam, TransformReparam
+
+    def derive(model):
+        return {
+            "condition": lambda: model.condition({"tau": 2.0}),
+            "do": lambda: model.do({"tau": 2.0}),
+            "mask_scale": lambda: model.mask("y", torch.ones(8, dtype=torch.bool)).scale("y", torch.full((8,), 0.5)),
+            "loc_scale": lambda: model.reparam({"eta": LocScaleReparam()}),
+            "transform": lambda: model.reparam({"tau": TransformReparam()}),
+        }[surgery]()
+
+    on_meta = derive(EightSchools().to(META))
+    assert _all_on(on_meta.buffers(), META) and _all_on(on_meta.parameters(), META)
+    model, batch = _schools(META)
+    derived = derive(model)
+    guide = AutoNormalGuide(derived)
+    derived.to(META)
+    guide.to(META)
+    params = [*guide.parameters(), *derived.parameters()]
+    svi = SVI(derived, guide, torch.optim.Adam(params, lr=0.01), Trace_ELBO(num_particles=2))
+    loss = svi.loss(derived, guide, batch)
+    assert loss.device == META
+    loss.backward()
+    svi.optim.step()
+    assert _all_on(params, META)

@@ -40,29 +40,24 @@ def test_potential_is_the_negative_log_density_in_unconstrained_space():
         torch.testing.assert_close(potential({"u": u}), -hand)
 
 
-def test_potential_sums_out_enumerated_sites():
+def test_potential_sums_out_enumerated_sites(float64):
     """A two-component mixture with the assignments enumerated: -U is the brute-force
     log marginal over all 2^3 assignments."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        class Mix(MonadicProgram):
-            def __init__(self):
-                super().__init__()
-                data = Plate("data", size=3)
-                self.declare(Latent("m", lambda: dist.Normal(0.0, 2.0)),
-                             Latent("c", lambda: dist.Bernoulli(0.4), plate=data, enumerate="parallel"),
-                             Observed("x", lambda m, c: dist.Normal(m * c, 1.0), plate=data))
+    class Mix(MonadicProgram):
+        def __init__(self):
+            super().__init__()
+            data = Plate("data", size=3)
+            self.declare(Latent("m", lambda: dist.Normal(0.0, 2.0)),
+                         Latent("c", lambda: dist.Bernoulli(0.4), plate=data, enumerate="parallel"),
+                         Observed("x", lambda m, c: dist.Normal(m * c, 1.0), plate=data))
 
-        x = torch.tensor([0.2, 1.9, 2.4])
-        model = Mix()
-        potential = NUTS(model).potential_fn(model.prepare({"x": x}))
-        m = torch.tensor(1.3)
-        lik = torch.logsumexp(torch.stack([math.log(0.6) + dist.Normal(0.0, 1.0).log_prob(x),
-                                           math.log(0.4) + dist.Normal(m, 1.0).log_prob(x)]), 0).sum()
-        torch.testing.assert_close(potential({"u": m.reshape(1)}), -(dist.Normal(0.0, 2.0).log_prob(m) + lik))
-    finally:
-        torch.set_default_dtype(old)
+    x = torch.tensor([0.2, 1.9, 2.4])
+    model = Mix()
+    potential = NUTS(model).potential_fn(model.prepare({"x": x}))
+    m = torch.tensor(1.3)
+    lik = torch.logsumexp(torch.stack([math.log(0.6) + dist.Normal(0.0, 1.0).log_prob(x),
+                                       math.log(0.4) + dist.Normal(m, 1.0).log_prob(x)]), 0).sum()
+    torch.testing.assert_close(potential({"u": m.reshape(1)}), -(dist.Normal(0.0, 2.0).log_prob(m) + lik))
 
 
 class NormalMean(MonadicProgram):

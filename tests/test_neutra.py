@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import perturbed
 
 from quivers.errors import ModelSpecError
 from quivers.guides import AutoIAFNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormalGuide
@@ -19,20 +20,7 @@ SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
 BATCH = {"y": Y, "sigma": SIGMA}
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _perturbed(guide):
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in guide.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return guide
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("guide_cls", [AutoMultivariateNormal, AutoIAFNormal])
@@ -41,7 +29,7 @@ def test_log_density_is_the_posterior_pulled_back_through_the_guide(guide_cls):
     and its Jacobian computed by autograd (independently of the flows' log-determinants)."""
     torch.manual_seed(0)
     model = EightSchools()
-    guide = _perturbed(guide_cls(model))
+    guide = perturbed(guide_cls(model))
     neutra = NeuTraReparam(guide)
     program = model.reparam(neutra)
     assert program.latent_names == ["shared_latent"]

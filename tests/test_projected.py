@@ -16,13 +16,7 @@ from quivers.infer import SVI, Trace_ELBO
 from quivers.program import ProjectedNormal, ProjectedNormalReparam
 from quivers.program.projected import _log_radial_integral
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 9])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import perturbed
 from torch import distributions as dist
 from torch.distributions import biject_to
 
@@ -31,14 +32,6 @@ class Mixed(MonadicProgram):
             Latent("z", lambda tau: dist.Normal(0.0, tau), plate=rows),
             Observed("y", lambda z, g: dist.Normal(z + g, 1.0), plate=(groups, rows)),
         )
-
-
-def _perturbed(guide):
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in guide.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return guide
 
 
 def _reference_log_q(guide, z, rows=None, groups=None):
@@ -77,7 +70,7 @@ def test_parameters_are_flat_for_global_sites_and_per_site_in_subsampled_plates(
 def test_log_q_of_flat_draws_matches_per_site_distributions():
     torch.manual_seed(0)
     model = Mixed()
-    guide = _perturbed(AutoNormalGuide(model))
+    guide = perturbed(AutoNormalGuide(model), 0.3, 1)
     batch = model.prepare({"y": torch.randn(3, 20)})
     z, terms = guide.rsample_and_log_prob_terms(batch, (6,))
     assert set(terms) == {("mu", "tau", "w", "g"), ("z",)}  # the flat term, then the local site
@@ -95,7 +88,7 @@ def test_a_batch_that_selects_rows_of_a_global_site_uses_the_per_site_path():
     vector cannot be used whole, so each site is drawn and scored on its own."""
     torch.manual_seed(0)
     model = Mixed()
-    guide = _perturbed(AutoNormalGuide(model))
+    guide = perturbed(AutoNormalGuide(model), 0.3, 1)
     groups = torch.tensor([0, 2])
     batch = model.prepare({"y": torch.randn(2, 20), "groups": groups})
     z, terms = guide.rsample_and_log_prob_terms(batch, (4,))
@@ -108,7 +101,7 @@ def test_a_batch_that_selects_rows_of_a_global_site_uses_the_per_site_path():
 
 def test_per_site_checkpoints_load_by_site_name():
     model = Mixed()
-    saved = _perturbed(AutoNormalGuide(model)).state_dict()
+    saved = perturbed(AutoNormalGuide(model), 0.3, 1).state_dict()
     # a state dict written before the flat storage: one ParameterDict entry per site
     old = {k: v.clone() for k, v in saved.items()}
     fresh = AutoNormalGuide(model)
@@ -161,7 +154,7 @@ def test_gradients_of_log_q_match_per_site_distributions():
     the per-site ``torch.distributions`` twin (built from views of the same parameters)."""
     torch.manual_seed(0)
     model = Mixed()
-    guide = _perturbed(AutoNormalGuide(model))
+    guide = perturbed(AutoNormalGuide(model), 0.3, 1)
     batch = model.prepare({"y": torch.randn(3, 20)})
     z = {k: v.detach() for k, v in guide.rsample(batch, (5,)).items()}
     params = [guide.locs.flat, guide.scales_raw.flat, guide.locs.local["z"], guide.scales_raw.local["z"]]

@@ -63,22 +63,22 @@ def derive(program: MonadicProgram, *, condition: Mapping[str, Any] | None = Non
         >= 0, a tensor whose shape does not fit the site's plates, or a reparameteriser
         that is not a :class:`~quivers.program.reparam.Reparam`; before anything is built.
     """
-    fixed = dict(getattr(program, "_fixed_values", {}))
-    dos = dict(getattr(program, "_do_values", {}))
-    weights = {k: dict(v) for k, v in getattr(program, "_weight_values", {}).items()}
+    fixed, dos, weights = _current(program)
+    device = program.device_of()
     replaced: dict[str, Step] = {}
     for name, value in (condition or {}).items():
         step = _site(program, name, "condition", (Latent,))
-        fixed[name] = _as_value(name, value, "condition")
+        fixed[name] = _as_value(name, value, "condition").to(device)
         replaced[name] = Observed(name, step.fn, plate=step.plates)
     for name, value in (do or {}).items():
         _site(program, name, "do", (Latent, Observed))
-        dos[name] = _as_value(name, value, "do")
+        dos[name] = _as_value(name, value, "do").to(device)
         fixed.pop(name, None)
     for what, values in (("mask", mask or {}), ("scale", scale or {})):
         for name, t in values.items():
             step = _site(program, name, what, (Latent, Observed, Step))
             t = _check_weight(program, step, t, what)
+            t = t.to(device) if isinstance(t, torch.Tensor) else t
             old = weights.setdefault(name, {}).get(what)
             if old is not None:  # applied twice: the masks intersect, the scales multiply
                 t = (old & t) if what == "mask" else old * t
@@ -119,23 +119,22 @@ class DerivedProgram(MonadicProgram):
                  do: Mapping[str, torch.Tensor], weights: Mapping[str, Mapping[str, Any]]) -> None:
         super().__init__()
         self.root = getattr(source, "root", source)
-        self._do_values = dict(do)
+        self._do_names = tuple(do)
         built = []
         for s in steps:
-            if s.name in self._do_values:  # an intervention: a deterministic step reading a buffer
-                self.register_buffer(f"_do_{s.name}", self._do_values[s.name])
+            if s.name in do:  # an intervention: a deterministic step reading a buffer
+                self.register_buffer(f"_do_{s.name}", do[s.name])
                 s = Deterministic(s.name, _Fixed(self, f"_do_{s.name}"))
             built.append(s)
         self.declare(*built)
         # the source's parameters are shared (training this program trains them); params
         # new here (a learned centeredness) are this program's own
-        self._params = nn.ParameterDict({n: source._params[n] if n in source._params else p
-                                         for n, p in self._params.items()})
-        self._fixed_values: dict[str, torch.Tensor] = {}
+        device = source.device_of()
+        self._params = nn.ParameterDict({n: source._params[n] if n in source._params
+                                         else nn.Parameter(p.detach().to(device)) for n, p in self._params.items()})
+        self._fixed_names = tuple(fixed)
         for name, v in fixed.items():
             self.register_buffer(f"_condition_{name}", v)
-            self._fixed_values[name] = v
-        self._weight_values = {k: dict(v) for k, v in weights.items()}
         self._weights: dict[str, tuple[str | None, str | float | None]] = {}
         for name, w in weights.items():
             m = s_ = None
@@ -160,15 +159,31 @@ class DerivedProgram(MonadicProgram):
             As :meth:`MonadicProgram.prepare`, and when the batch gives a value for a
             site this program conditions on a fixed value.
         """
-        if isinstance(batch, PreparedBatch) or not self._fixed_values:
+        if isinstance(batch, PreparedBatch) or not self._fixed_names:
             return super().prepare(batch, subsample)
         batch = dict(batch or {})
-        for name in self._fixed_values:
+        for name in self._fixed_names:
             if name in batch:
                 raise BatchError(f"batch field {name!r}: this program conditions site {name!r} on a fixed value "
                                  "(condition()); leave it out of the batch")
             batch[name] = getattr(self, f"_condition_{name}")
         return super().prepare(batch, subsample)
+
+
+def _current(program: MonadicProgram) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                              dict[str, dict[str, Any]]]:
+    """A derived program's conditioned values, interventions and per-site masks and scales,
+    read from its buffers (so they are where ``.to()`` moved them); empty for others."""
+    fixed = {n: getattr(program, f"_condition_{n}") for n in getattr(program, "_fixed_names", ())}
+    dos = {n: getattr(program, f"_do_{n}") for n in getattr(program, "_do_names", ())}
+    weights: dict[str, dict[str, Any]] = {}
+    for name, (m, sc) in program._weights.items():
+        w = weights.setdefault(name, {})
+        if m is not None:
+            w["mask"] = getattr(program, m)
+        if sc is not None:
+            w["scale"] = getattr(program, sc) if isinstance(sc, str) else sc
+    return fixed, dos, weights
 
 
 # ---------------------------------------------------------------------- checks
