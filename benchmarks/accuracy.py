@@ -66,7 +66,7 @@ from quivers.guides import (
     laplace_warm_start,
 )
 from quivers.infer import SVI, IterateAverage, Trace_ELBO
-from quivers.models.posteriordb import POSTERIORS, load_posterior
+from quivers.models.posteriordb import POSTERIORS, load_posterior, standardized_w1
 
 HERE = pathlib.Path(__file__).resolve().parent
 GUIDES = {
@@ -140,9 +140,7 @@ def metrics(draws: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     sd_ref = ref.std(0)
     mean_err = np.abs(draws.mean(0) - ref.mean(0)) / sd_ref
     log_sd = np.abs(np.log(draws.std(0) / sd_ref))
-    n = min(len(draws), len(ref))
-    qs = (np.arange(n) + 0.5) / n  # W1 between the two empirical quantile functions
-    w1 = np.abs(np.quantile(draws, qs, axis=0) - np.quantile(ref, qs, axis=0)).mean(0) / sd_ref
+    w1 = standardized_w1(draws, ref)
     return {"max_std_mean_err": float(mean_err.max()), "max_abs_log_sd_ratio": float(log_sd.max()),
             "mean_std_w1": float(w1.mean())}
 

@@ -15,7 +15,7 @@ from quivers import Latent, MonadicProgram, Observed, Plate
 from quivers.errors import ConfigError
 from quivers.infer import MCMC, NUTS
 from quivers.models import EightSchools
-from quivers.models.posteriordb import default_root, load_posterior
+from quivers.models.posteriordb import default_root, load_posterior, standardized_w1
 
 pytest.importorskip("pyro")
 
@@ -135,8 +135,5 @@ def test_nuts_matches_posteriordb_reference_draws(name):
         draws = np.stack([values[n].numpy() for n in post.names], -1)
     finally:
         torch.set_default_dtype(old)
-    ref = post.draws
-    n = len(draws)
-    qs = (np.arange(n) + 0.5) / n
-    w1 = np.abs(np.quantile(draws, qs, axis=0) - np.quantile(ref, qs, axis=0)).mean(0) / ref.std(0)
+    w1 = standardized_w1(draws, post.draws)
     assert w1.mean() <= 0.1, dict(zip(post.names, w1.round(3), strict=True))

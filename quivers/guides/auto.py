@@ -7,9 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from ..program import MonadicProgram, PreparedBatch
-from ..trust import resolve_path
 from .guide import Batch, Guide, LogProbTerms, Sites, _total
-from .initialization import InitFn, check_init_fn, init_to_median, resolve_init_fn
+from .initialization import InitFn, init_to_median, load_init_fn, resolve_init_fn
 from .registry import LatentRegistry, LatentSite
 from .transforms import is_increasing
 
@@ -49,12 +48,9 @@ class AutoGuide(Guide):
         init_loc_fn: InitFn | str = init_to_median,
     ) -> None:
         super().__init__(model)
-        if isinstance(init_loc_fn, str):
-            init_loc_fn = resolve_path(init_loc_fn, f"{type(self).__name__}'s init_loc_fn")
         self.observed_names = tuple(observed_names or ())
         self.registry = LatentRegistry(model, exclude=observed_names)
-        check_init_fn(init_loc_fn, model)
-        self.init_loc_fn = init_loc_fn
+        self.init_loc_fn = load_init_fn(init_loc_fn, model, type(self).__name__)
 
     @property
     def latent_names(self) -> list[str]:
@@ -64,10 +60,7 @@ class AutoGuide(Guide):
     def _init_unconstrained(self) -> dict[str, torch.Tensor]:
         """Unconstrained initial value of each site (``unconstrained_shape``), from
         ``init_loc_fn`` evaluated in model order (see :meth:`LatentRegistry.initial_values`)."""
-        values = self.registry.initial_values(resolve_init_fn(self.init_loc_fn))
-        with torch.no_grad():
-            u, _ = self.registry.unconstrain(values, {})
-        return {s.name: u[s.name].reshape(s.unconstrained_shape).detach().clone() for s in self.registry}
+        return self.registry.initial_unconstrained(resolve_init_fn(self.init_loc_fn))
 
     def _prepare(self, batch: Batch) -> PreparedBatch:
         """Validate a batch for the guide. Objectives hand over batches the model already

@@ -23,7 +23,8 @@ from .transforms import inv_softplus, is_increasing
 
 __all__ = [
     "InitFn", "init_to_median", "init_to_mean", "init_to_feasible", "init_to_uniform",
-    "init_to_value", "init_to_sample", "init_to_generated", "check_init_fn", "resolve_init_fn", "check_init_scale",
+    "init_to_value", "init_to_sample", "init_to_generated", "check_init_fn", "load_init_fn", "resolve_init_fn",
+    "check_init_scale",
     "prior_median",
 ]
 
@@ -280,6 +281,25 @@ def check_init_scale(init_scale: float) -> float:
             f"{torch.finfo(dtype).tiny:.3g}); use a larger init_scale or a wider default dtype"
         )
     return float(init_scale)
+
+
+def load_init_fn(init_fn: InitFn | str, model, owner: str) -> InitFn:  # noqa: ANN001 - a MonadicProgram
+    """An init strategy as given (a config may give its import path, resolved under the
+    trust policy) and checked against ``model`` (:func:`check_init_fn`).
+
+    Raises
+    ------
+    GuideError
+        As :func:`check_init_fn`.
+    SpecError
+        If an import path is not trusted or does not resolve.
+    """
+    if isinstance(init_fn, str):
+        from ..trust import resolve_path
+
+        init_fn = resolve_path(init_fn, f"{owner}'s init_loc_fn")
+    check_init_fn(init_fn, model)
+    return init_fn
 
 
 def check_init_fn(init_fn: InitFn, model) -> None:  # noqa: ANN001 - a MonadicProgram

@@ -262,6 +262,14 @@ class LatentRegistry:
         return biject_to(d.support)
 
     # ---------------------------------------------------------------- initial values
+    def initial_unconstrained(self, init_fn: Callable[[LatentSite], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Unconstrained initial value of each site of this registry (shape
+        ``unconstrained_shape``, detached), from :meth:`initial_values`."""
+        values = self.initial_values(init_fn)
+        with torch.no_grad():
+            u, _ = self.unconstrain(values, {})  # every site's value: dynamic supports read other sites
+        return {s.name: u[s.name].reshape(s.unconstrained_shape).detach().clone() for s in self}
+
     def initial_values(self, init_fn: Callable[[LatentSite], torch.Tensor]) -> dict[str, torch.Tensor]:
         """Constrained initial values of every latent site of the model, in model order.
 

@@ -24,10 +24,9 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..guides.initialization import InitFn, check_init_fn, init_to_uniform, resolve_init_fn
+from ..guides.initialization import InitFn, init_to_uniform, load_init_fn, resolve_init_fn
 from ..guides.registry import LatentRegistry
 from ..program import MonadicProgram
-from ..trust import resolve_path
 from ..validation import check_positive_int
 from .enumerated import model_log_density
 
@@ -82,10 +81,7 @@ class NUTS:
         self.max_tree_depth = check_positive_int(max_tree_depth, "NUTS: max_tree_depth", ConfigError)
         self.model = model
         self.registry = LatentRegistry(model)
-        if isinstance(init_loc_fn, str):
-            init_loc_fn = resolve_path(init_loc_fn, "NUTS's init_loc_fn")
-        check_init_fn(init_loc_fn, model)
-        self.init_loc_fn = init_loc_fn
+        self.init_loc_fn = load_init_fn(init_loc_fn, model, "NUTS")
         self.options = {"step_size": float(step_size), "adapt_step_size": bool(adapt_step_size),
                         "adapt_mass_matrix": bool(adapt_mass_matrix), "full_mass": bool(full_mass),
                         "target_accept_prob": float(target_accept_prob), "max_tree_depth": self.max_tree_depth}
@@ -104,10 +100,7 @@ class NUTS:
 
     def initial_point(self) -> torch.Tensor:
         """A chain's starting point ``u`` (shape ``(D,)``) from ``init_loc_fn``."""
-        values = self.registry.initial_values(resolve_init_fn(self.init_loc_fn))
-        with torch.no_grad():
-            u, _ = self.registry.unconstrain({s.name: values[s.name] for s in self.registry}, {})
-            return self.registry.pack(u).detach().clone()
+        return self.registry.pack(self.registry.initial_unconstrained(resolve_init_fn(self.init_loc_fn)))
 
 
 class MCMC:

@@ -335,3 +335,13 @@ def load_posterior(name: str, root: str | pathlib.Path | None = None) -> Posteri
     args = {ArK: ("T", "K"), Diamonds: ("N", "K"), SblrcBLR: ("N", "D"), EightSchoolsNoncentered: ("J",)}
     model = cls(*(sizes[k] for k in args.get(cls, ("N",))))
     return Posterior(name, model, cls.batch(data), [str(s) for s in ref["names"]], ref["draws"])
+
+
+def standardized_w1(draws: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-parameter Wasserstein-1 distance between ``draws`` ``(S, D)`` and reference
+    draws ``ref`` ``(R, D)``, in units of the reference sd: the mean absolute gap between
+    the two empirical quantile functions at ``min(S, R)`` midpoint probabilities.
+    Shape ``(D,)``; its mean is the accuracy benchmark's "mean standardised W1"."""
+    n = min(len(draws), len(ref))
+    qs = (np.arange(n) + 0.5) / n
+    return np.abs(np.quantile(draws, qs, axis=0) - np.quantile(ref, qs, axis=0)).mean(0) / ref.std(0)

@@ -22,7 +22,8 @@ from .steps import Observed
 if TYPE_CHECKING:
     from .program import MonadicProgram
 
-__all__ = ["PreparedBatch", "prepare_batch", "subsample_indices", "subsample_scale", "sliced_mask"]
+__all__ = ["PreparedBatch", "prepare_batch", "subsample_indices", "subsample_scale", "sliced_mask",
+           "slice_to_batch"]
 
 
 class PreparedBatch(dict):
@@ -246,13 +247,19 @@ def _select_rows(program: MonadicProgram, field: str, v: torch.Tensor, plate: Pl
 
 def sliced_mask(program: MonadicProgram, step: Observed, batch: Mapping[str, Any]) -> torch.Tensor:
     """``step.obs_mask`` sliced to the batch's subsample indices along its plates' dims."""
-    mask = getattr(program, f"_obs_mask_{step.name}")
+    return slice_to_batch(program, step, getattr(program, f"_obs_mask_{step.name}"), batch)
+
+
+def slice_to_batch(program: MonadicProgram, step: Any, t: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    """A per-element tensor of a site (right-aligned with its batch dims, full size along
+    its plates) sliced to the batch's subsample indices along the site's plates' dims;
+    dims of size 1 (broadcast) are left as they are."""
     for p in step.plates:
         if p.name in batch:
             dim = program.plate_dim(p.name)
-            if mask.dim() >= -dim and mask.shape[dim] == p.size:
-                mask = mask.index_select(dim, batch[p.name].to(mask.device))
-    return mask
+            if t.dim() >= -dim and t.shape[dim] == p.size:
+                t = t.index_select(dim, batch[p.name].to(t.device))
+    return t
 
 
 def subsample_scale(plates: tuple[Plate, ...], batch: Mapping[str, torch.Tensor]) -> float:
