@@ -196,3 +196,13 @@ def test_derived_programs_share_parameters_with_the_original():
 def test_bad_surgery_raises_naming_the_site(call, match):
     with pytest.raises(ModelSpecError, match=match):
         call(EightSchools())
+
+
+def test_a_conditioned_program_exports_its_fixed_values_as_observed_data():
+    from quivers.infer import to_inference_data
+
+    cond = EightSchools().condition({"tau": TAU})
+    guide = AutoNormalGuide(cond)
+    idata = to_inference_data(cond, guide, BATCH, num_samples=50)
+    assert idata.observed_data["tau"].values.reshape(-1).tolist() == pytest.approx([float(TAU)])
+    assert "tau" not in idata.posterior and idata.posterior["mu"].shape == (1, 50)

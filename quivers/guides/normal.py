@@ -111,14 +111,14 @@ class AutoNormalGuide(AutoGuide):
             loc, scale = self.locs.flat, F.softplus(self.scales_raw.flat)
             eps = torch.randn(ss + loc.shape, dtype=loc.dtype, device=loc.device)
             u.update(self.locs.split(loc + scale * eps))
-            log_q[flat] = -0.5 * eps.square().sum(-1) - (scale.log().sum() + loc.numel() * _HALF_LOG_2PI)
+            log_q[flat] = _log_normal(eps, scale, ss)
         for site in self.registry:
             if site.name in u:
                 continue
             loc, scale = self._loc_scale(site, batch)
             eps = torch.randn(ss + loc.shape, dtype=loc.dtype, device=loc.device)
             u[site.name] = loc + scale * eps
-            log_q[(site.name,)] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss)
+            log_q[(site.name,)] = _log_normal(eps, scale, ss)
         values, log_det = self.registry.constrain(u, batch, ss)
         return values, _minus_log_det(log_q, log_det)
 
@@ -130,7 +130,7 @@ class AutoNormalGuide(AutoGuide):
         if flat:
             loc, scale = self.locs.flat, F.softplus(self.scales_raw.flat)
             eps = (self.locs.pack(u) - loc) / scale
-            terms[flat] = -0.5 * eps.square().sum(-1) - (scale.log().sum() + loc.numel() * _HALF_LOG_2PI)
+            terms[flat] = _log_normal(eps, scale, eps.shape[:-1])
         for site in self.registry:
             if site.name in flat:
                 continue
@@ -138,7 +138,7 @@ class AutoNormalGuide(AutoGuide):
             us = u[site.name]
             ss = us.shape[: us.dim() - loc.dim()]
             eps = (us - loc) / scale
-            terms[(site.name,)] = reduce_to_sample(-0.5 * eps.square() - scale.log() - _HALF_LOG_2PI, ss)
+            terms[(site.name,)] = _log_normal(eps, scale, ss)
         return _minus_log_det(terms, log_det)
 
     def _unconstrained_quantiles(self, z: torch.Tensor, batch: PreparedBatch) -> dict[str, torch.Tensor]:
@@ -170,6 +170,12 @@ class AutoNormalGuide(AutoGuide):
         """Positive scales per site (unconstrained space)."""
         batch = self._prepare(batch)
         return {s.name: self._loc_scale(s, batch)[1] for s in self.registry}
+
+
+def _log_normal(eps: torch.Tensor, scale: torch.Tensor, ss: torch.Size) -> torch.Tensor:
+    """``sum log N(loc + scale eps; loc, scale)`` over every coordinate, shape ``ss``
+    (``eps``: ``ss + scale.shape``, broadcasting allowed)."""
+    return reduce_to_sample(-0.5 * eps.square(), ss) - (scale.log().sum() + scale.numel() * _HALF_LOG_2PI)
 
 
 def _minus_log_det(log_q: LogProbTerms, log_det: Mapping[str, torch.Tensor]) -> LogProbTerms:

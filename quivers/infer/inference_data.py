@@ -96,7 +96,7 @@ def to_inference_data(model: MonadicProgram, guide: Guide, batch: Mapping[str, A
     ss = torch.Size((num_samples,))
     z, log_w = importance_draws(model, _sampler(guide, batch), batch, num_samples)
     z, log_likelihood = _draw_enumerated(model, prepared, z, num_samples, log_likelihood, "to_inference_data")
-    groups, dims = _groups(model, batch, prepared, z, ss, 1, log_likelihood, posterior_predictive)
+    groups, dims = _groups(model, prepared, z, ss, 1, log_likelihood, posterior_predictive)
     diag, _ = diagnose(log_w)
     groups["sample_stats"] = {"log_weight": _numpy(log_w)[None]}
     idata = az.from_dict(**groups, dims=dims)
@@ -121,7 +121,7 @@ def _draw_enumerated(model: MonadicProgram, prepared: Mapping[str, torch.Tensor]
     return z, False
 
 
-def _groups(model: MonadicProgram, batch: Mapping[str, Any] | None, prepared: Mapping[str, torch.Tensor],
+def _groups(model: MonadicProgram, prepared: Mapping[str, torch.Tensor],
             z: Mapping[str, torch.Tensor], ss: torch.Size, num_chains: int, log_likelihood: bool,
             posterior_predictive: bool) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """ArviZ groups ``posterior``, ``observed_data``, ``log_likelihood`` and
@@ -138,9 +138,10 @@ def _groups(model: MonadicProgram, batch: Mapping[str, Any] | None, prepared: Ma
     observed = [n for n in model.observed_names if n in prepared]
     tr = model.trace(prepared, z, ss) if (log_likelihood or posterior_predictive) and observed else None
     if observed:
-        groups["observed_data"] = {n: _numpy(torch.as_tensor(batch[n])) for n in observed}
+        # from the prepared batch: a conditioned program adds its sites' values there
+        groups["observed_data"] = {n: _numpy(prepared[n]) for n in observed}
         for n in observed:
-            dims[n] = site_dims(model, n, torch.as_tensor(batch[n]).dim())
+            dims[n] = site_dims(model, n, prepared[n].dim())
     if tr is not None and log_likelihood:
         groups["log_likelihood"] = {n: chains(model.to_site_layout(n, tr[n].fn.log_prob(tr[n].value), 1))
                                     for n in observed}
@@ -186,7 +187,7 @@ def draws_inference_data(model: MonadicProgram, batch: Mapping[str, Any] | None,
     prepared = model.prepare(batch, subsample=False)
     z = {k: to_trace_layout(v, 1, model.batch_ndim, model.site_depth(k)) for k, v in samples.items()}
     z, log_likelihood = _draw_enumerated(model, prepared, z, n, log_likelihood, "draws_inference_data")
-    groups, dims = _groups(model, batch, prepared, z, torch.Size((n,)), num_chains, log_likelihood,
+    groups, dims = _groups(model, prepared, z, torch.Size((n,)), num_chains, log_likelihood,
                            posterior_predictive)
     idata = az.from_dict(**groups, dims=dims)
     idata.posterior.attrs["inference_library"] = "quivers"
