@@ -95,8 +95,10 @@ class LocScaleReparam(Reparam):
     centered : float or None
         The centeredness ``c`` in [0, 1]; ``None`` learns it per element of the site: a
         ``Param`` named ``<site>_centered`` (unit interval, initial 0.5, the site's
-        shape) that the optimizer moves with the guide's parameters (pass
-        ``model.parameters()`` to it; ``SVI``'s default optimizer does).
+        shape) that the optimizer moves with the guide's parameters: ``SVIModule``'s
+        default optimizer includes the model's parameters; with ``SVI``, pass
+        ``model.parameters()`` to the optimizer with the guide's (its default holds the
+        guide's only, and ``c`` then stays at 0.5).
 
     Notes
     -----
