@@ -27,7 +27,6 @@ from .markov import Markov, MarkovChain
 from .steps import Deterministic, Latent, Step
 from .trace import Site, Trace
 from .tracing import _Run, _Tracer
-from .weights import site_weight
 
 if TYPE_CHECKING:
     from .program import MonadicProgram
@@ -235,8 +234,7 @@ class _EnumTracer(_Tracer):
         self.rank = plan.num_dims + len(run.sample_shape or ()) + self.nb
 
     def reduce(self, step: Step, lp: torch.Tensor, sample_shape: torch.Size, scale: float) -> torch.Tensor:
-        if self.program._weights and step.name in self.program._weights:
-            lp = site_weight(self.program, step, lp, self.run_state.batch)
+        lp = self.weighted(step, lp)
         if lp.dim() > self.rank:
             raise ModelSpecError(f"site {step.name!r}: its log-density has shape {fmt_shape(lp.shape)}, more dims "
                                  f"than enumeration + sample_shape + batch_shape ({self.rank})")

@@ -9,7 +9,7 @@ from torch.distributions import Distribution, constraints
 
 from ..constraints import sphere
 
-__all__ = ["ProjectedNormal"]
+__all__ = ["ProjectedNormal", "to_sphere"]
 
 
 class ProjectedNormal(Distribution):
@@ -61,12 +61,12 @@ class ProjectedNormal(Distribution):
 
     @property
     def mode(self) -> torch.Tensor:
-        return self.concentration / self.concentration.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        return to_sphere(self.concentration)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         z = self.concentration + torch.randn(shape, dtype=self.concentration.dtype, device=self.concentration.device)
-        return z / z.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+        return to_sphere(z)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -76,6 +76,11 @@ class ProjectedNormal(Distribution):
         t = (mu * value).sum(-1)
         out = _log_radial_integral(d - 1, t.double()).to(t.dtype)
         return out - 0.5 * mu.square().sum(-1) - 0.5 * d * math.log(2 * math.pi)
+
+
+def to_sphere(z: torch.Tensor) -> torch.Tensor:
+    """``z / |z|`` along the last dim (a zero vector stays zero)."""
+    return z / z.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
 
 
 def _log_radial_integral(n: int, t: torch.Tensor) -> torch.Tensor:

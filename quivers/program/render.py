@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ConfigError
+from .reparam import unwrap_independent
 from .steps import Deterministic, Factor, Latent, Observed, Param
 
 if TYPE_CHECKING:
@@ -130,17 +131,13 @@ def _nest(g: Any, model: Any, clusters: Mapping[tuple[str, ...], list[str]], pre
 
 def _distribution_labels(model: Any, batch: Mapping[str, Any] | None) -> dict[str, str]:
     """``name ~ Distribution`` of every sampled site, from one run of the model."""
-    from torch.distributions import Independent
-
     with torch.no_grad():
         tr = model.trace(batch, sample_latent=True, sample_observed=True)
     out = {}
     for name, site in tr.items():
         d = getattr(site, "fn", None)
-        while isinstance(d, Independent):
-            d = d.base_dist
         if d is not None:
-            out[name] = f"{name} ~ {type(d).__name__}"
+            out[name] = f"{name} ~ {type(unwrap_independent(d)[0]).__name__}"
     return out
 
 

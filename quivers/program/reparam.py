@@ -17,10 +17,11 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, TransformedDistribution, constraints
 
 from ..errors import ModelSpecError
-from .projected import ProjectedNormal
+from .projected import ProjectedNormal, to_sphere
 from .steps import Deterministic, Latent, Param, Step
 
-__all__ = ["Reparam", "JointReparam", "LocScaleReparam", "TransformReparam", "ProjectedNormalReparam"]
+__all__ = ["Reparam", "JointReparam", "LocScaleReparam", "TransformReparam", "ProjectedNormalReparam",
+           "unwrap_independent"]
 
 
 class Reparam:
@@ -67,7 +68,7 @@ def step_fn(fn: Callable[..., Any], names: tuple[str, ...], defaults: dict[str, 
     return call
 
 
-def _unwrap(d: Distribution) -> tuple[Distribution, int]:
+def unwrap_independent(d: Distribution) -> tuple[Distribution, int]:
     """The distribution inside ``Independent`` wrappers and how many event dims they add."""
     n = 0
     while isinstance(d, Independent):
@@ -138,7 +139,7 @@ class LocScaleReparam(Reparam):
 
         def parts(kw: dict[str, Any]) -> tuple[Distribution, int, torch.Tensor, torch.Tensor, Any]:
             c = kw.pop(cname) if learn else const
-            base, n = _unwrap(fn(**kw))
+            base, n = unwrap_independent(fn(**kw))
             if not (hasattr(base, "loc") and hasattr(base, "scale") and "loc" in base.arg_constraints):
                 raise ModelSpecError(f"LocScaleReparam: site {name!r} has a {type(base).__name__} prior, which is "
                                      "not a location-scale family (a distribution with loc and scale arguments)")
@@ -177,7 +178,7 @@ class TransformReparam(Reparam):
         base_name = f"{name}_base"
 
         def parts(kw: dict[str, Any]) -> tuple[TransformedDistribution, int]:
-            d, n = _unwrap(fn(**kw))
+            d, n = unwrap_independent(fn(**kw))
             if not isinstance(d, TransformedDistribution):
                 raise ModelSpecError(f"TransformReparam: site {name!r} has a {type(d).__name__} prior, not a "
                                      "TransformedDistribution")
@@ -219,15 +220,14 @@ class ProjectedNormalReparam(Reparam):
         zname = f"{name}_normal"
 
         def normal(**kw: Any) -> Distribution:
-            d, n = _unwrap(fn(**kw))
+            d, n = unwrap_independent(fn(**kw))
             if not isinstance(d, ProjectedNormal):
                 raise ModelSpecError(f"ProjectedNormalReparam: site {name!r} has a {type(d).__name__} prior, not a "
                                      "ProjectedNormal")
             return _wrap(Independent(Normal(d.concentration, torch.ones_like(d.concentration)), 1), n)
 
         def value(**kw: Any) -> torch.Tensor:
-            z = kw[zname]
-            return z / z.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+            return to_sphere(kw[zname])
 
         return [Latent(zname, step_fn(normal, step.deps, step.defaults), plate=step.plates),
                 Deterministic(name, step_fn(value, (zname,), {}), plate=step.plates)]

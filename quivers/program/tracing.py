@@ -115,10 +115,15 @@ class _Tracer:
     # ------------------------------------------------------------------ helpers
     def reduce(self, step: Step, lp: torch.Tensor, sample_shape: torch.Size, scale: float) -> torch.Tensor:
         """A site's log-density term as recorded: summed to ``sample_shape`` and scaled."""
-        if self.program._weights and step.name in self.program._weights:
-            lp = site_weight(self.program, step, lp, self.run_state.batch)
-        lp = reduce_to_sample(lp, sample_shape)
+        lp = reduce_to_sample(self.weighted(step, lp), sample_shape)
         return lp if scale == 1.0 else lp * scale
+
+    def weighted(self, step: Step, lp: torch.Tensor) -> torch.Tensor:
+        """``lp`` masked and scaled as the program's ``mask`` / ``scale`` surgeries say
+        (unchanged for other sites)."""
+        if self.program._weights and step.name in self.program._weights:
+            return site_weight(self.program, step, lp, self.run_state.batch)
+        return lp
 
     def gather(self, step: Step, env: Mapping[str, Any]) -> dict[str, Any]:
         program, batch = self.program, self.run_state.batch
