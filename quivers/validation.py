@@ -67,11 +67,23 @@ class ValidationCache:
     new tensor reusing a freed id does not inherit the old one's result. Inference
     tensors (made under ``torch.inference_mode``) have no version counter and are
     checked every time.
+
+    It also holds the last batch plan of :func:`quivers.program.batch.prepare_batch`
+    (``batch_plan``). Nothing of it is pickled or copied: a program pickled or
+    deep-copied after use starts with an empty cache (weak references cannot be
+    pickled), and checks again.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._passed: dict[tuple, object] = {}
         self._max = max_entries
+        self.batch_plan: tuple | None = None
+
+    def __getstate__(self) -> dict:
+        return {"_passed": {}, "_max": self._max, "batch_plan": None}
+
+    def __deepcopy__(self, memo: dict) -> ValidationCache:
+        return ValidationCache(self._max)
 
     def seen(self, tensor, what: str) -> bool:
         """Whether ``what`` already passed for this exact, unchanged tensor."""

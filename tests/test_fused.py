@@ -105,6 +105,11 @@ def test_fused_steps_equal_eager_steps_draw_for_draw(case):
             # the moments are sums of gradients, which the compiled graph computes with its own
             # summation order: they agree to float32 round-off of the gradient's largest terms
             torch.testing.assert_close(s2[k][key], s1[k][key], rtol=1e-4, atol=1e-6)
+    params = [p for group in o2.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.ones_like(p)  # gradients left by something else
+    fused.step(DATA)
+    assert all(p.grad is None for p in params)  # dropped, as optimizer.zero_grad(set_to_none=True) does
 
 
 class Blowup(MonadicProgram):
